@@ -1,0 +1,24 @@
+"""Entry point of the ``fleetgate`` command: one Typer app per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from fleetgate.cli import cas, devices, pki, projects, serve
+
+app = typer.Typer(
+    name="fleetgate",
+    help="Certificate identity for IoT fleets over CoAP/DTLS.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(projects.app, name="project")
+app.add_typer(cas.app, name="ca")
+app.add_typer(devices.app, name="device")
+app.add_typer(pki.app, name="pki")
+app.command("serve")(serve.serve)
+
+
+def main() -> None:
+    """Run the command line."""
+    app()

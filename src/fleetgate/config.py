@@ -1,0 +1,61 @@
+"""Settings shared by every command: where data lives and how to reach it.
+
+A data directory holds the embedded SQLite database and the development
+server PKI. ``--database-url`` points elsewhere (PostgreSQL in
+production); the data directory is still used for the server PKI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path("fleetgate-data")
+DATA_DIR_ENV = "FLEETGATE_DATA_DIR"
+DATABASE_URL_ENV = "FLEETGATE_DATABASE_URL"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Where Fleetgate keeps its state."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str | None = None
+
+    @classmethod
+    def from_options(
+        cls, data_dir: Path | None = None, database_url: str | None = None
+    ) -> Settings:
+        """Merge command-line options over environment variables."""
+        env_dir = os.environ.get(DATA_DIR_ENV)
+        resolved_dir = data_dir or (Path(env_dir) if env_dir else DEFAULT_DATA_DIR)
+        url = database_url or os.environ.get(DATABASE_URL_ENV) or None
+        return cls(data_dir=resolved_dir, database_url=url)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL, defaulting to SQLite inside the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'fleetgate.db').resolve()}"
+
+    @property
+    def server_pki_dir(self) -> Path:
+        """Folder of the development server CA and server certificate."""
+        return self.data_dir / "server-pki"
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewaySettings:
+    """Tunables of the device gateway."""
+
+    host: str = "::"
+    port: int = 5684
+    # Largest datagram the gateway sends; 1280 is the IPv6 minimum MTU,
+    # minus IP and UDP headers, so no flight is fragmented by the network.
+    mtu: int = 1232
+    idle_timeout: dt.timedelta = dt.timedelta(minutes=5)
+    max_sessions: int = 10_000
+    handshake_timeout: dt.timedelta = dt.timedelta(seconds=30)

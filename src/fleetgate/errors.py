@@ -1,0 +1,148 @@
+"""Exceptions raised by Fleetgate, and the stable reason codes they carry.
+
+Every error knows how it is rendered to each audience: an HTTP status for
+the management API, a CoAP response code for a device request, and a
+stable ``reason`` string for logs and metrics. The tree::
+
+    FleetgateError
+     +-- InvalidInput            400, CoAP 4.00   a value breaks a documented rule
+     |    +-- InvalidCertificate                   a certificate cannot be used
+     +-- NotFound                404, CoAP 4.04
+     +-- Conflict                409, CoAP 4.09   a unique name or ID is taken
+     +-- DeviceRejected          403, CoAP 4.03   a device may not connect
+     |    +-- ChainRejected                        its certificate chain failed
+     +-- StoreUnavailable        503, CoAP 5.03   the database cannot be reached
+
+Messages read "cannot <action>: <reason>" and name the offending value.
+They never contain key material, API keys or whole certificates; a
+certificate is named by its SHA-256 fingerprint.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Reason(enum.StrEnum):
+    """Stable reason codes, used in logs, metrics and API error bodies."""
+
+    # Input and lookups.
+    INVALID_INPUT = "invalid_input"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    STORE_UNAVAILABLE = "store_unavailable"
+
+    # Certificates and chains.
+    MALFORMED_CERTIFICATE = "malformed_certificate"
+    BAD_SUBJECT = "bad_subject"
+    INVALID_CERTIFICATE_ID = "invalid_certificate_id"
+    UNKNOWN_PROJECT = "unknown_project"
+    UNKNOWN_CA = "unknown_ca"
+    BAD_SIGNATURE = "bad_signature"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    CA_EXPIRED = "ca_expired"
+    WEAK_KEY = "weak_key"
+    WEAK_SIGNATURE = "weak_signature"
+    LEAF_IS_CA = "leaf_is_ca"
+    NOT_A_CA = "not_a_ca"
+    V1_NOT_ALLOWED = "v1_not_allowed"
+    BAD_SERIAL = "bad_serial"
+    CHAIN_TOO_LONG = "chain_too_long"
+    PATH_LENGTH_EXCEEDED = "path_length_exceeded"
+    NAME_CONSTRAINTS = "name_constraints"
+    UNHANDLED_CRITICAL_EXTENSION = "unhandled_critical_extension"
+    REVOKED = "revoked"
+    CHAIN_INVALID = "chain_invalid"
+
+    # Devices.
+    DEVICE_DISABLED = "device_disabled"
+
+
+class FleetgateError(Exception):
+    """Base of every error Fleetgate raises on purpose."""
+
+    http_status = 500
+    coap_code = "5.00"
+    reason: Reason = Reason.INVALID_INPUT
+
+    def __init__(self, message: str, *, reason: Reason | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+
+class InvalidInput(FleetgateError, ValueError):
+    """A value breaks a documented rule (grammar, size, encoding)."""
+
+    http_status = 400
+    coap_code = "4.00"
+    reason = Reason.INVALID_INPUT
+
+
+class InvalidCertificate(InvalidInput):
+    """A certificate cannot be parsed or used for the requested purpose."""
+
+    reason = Reason.MALFORMED_CERTIFICATE
+
+
+class NotFound(FleetgateError, LookupError):
+    """The named project, CA certificate, device or path does not exist."""
+
+    http_status = 404
+    coap_code = "4.04"
+    reason = Reason.NOT_FOUND
+
+
+class Conflict(FleetgateError):
+    """A unique value (name, certificate ID, fingerprint) is already taken."""
+
+    http_status = 409
+    coap_code = "4.09"
+    reason = Reason.CONFLICT
+
+
+class DeviceRejected(FleetgateError):
+    """A device may not connect or act; carries who it claimed to be."""
+
+    http_status = 403
+    coap_code = "4.03"
+    reason = Reason.DEVICE_DISABLED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: Reason | None = None,
+        project_id: str | None = None,
+        certificate_id: str | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.project_id = project_id
+        self.certificate_id = certificate_id
+        self.fingerprint = fingerprint
+
+    def log_fields(self) -> str:
+        """Render the context as ``key=value`` fields for a log line."""
+        return (
+            f"project={self.project_id or '-'} "
+            f"cert_id={self.certificate_id or '-'} "
+            f"reason={self.reason} "
+            f"fingerprint={self.fingerprint or '-'}"
+        )
+
+
+class ChainRejected(DeviceRejected):
+    """A device certificate chain failed verification or project policy."""
+
+    reason = Reason.CHAIN_INVALID
+
+
+class StoreUnavailable(FleetgateError):
+    """The database cannot be reached; the caller may retry later."""
+
+    http_status = 503
+    coap_code = "5.03"
+    reason = Reason.STORE_UNAVAILABLE
