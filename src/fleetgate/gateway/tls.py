@@ -1,0 +1,187 @@
+"""The server's OpenSSL context: credentials, cipher suites, client verification.
+
+Client certificates are judged by Fleetgate's own verifier, never by a
+store on the context: the trust anchors depend on the project named in
+the leaf, which OpenSSL cannot know. The context therefore carries an
+empty store, and a verification callback hands the chain OpenSSL built
+from the peer's Certificate message to the verifier once per handshake.
+Refusing inside the callback makes OpenSSL end the handshake with an
+alert that names the failure (unknown_ca, certificate_expired,
+bad_certificate), where a refusal after the handshake could only send
+close_notify.
+
+The callback is installed through cryptography's OpenSSL binding because
+pyOpenSSL's own verify callback does not expose the built chain. It
+must never raise: an exception inside an OpenSSL callback cannot
+propagate, so every error refuses the peer and is logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.bindings.openssl.binding import Binding
+from OpenSSL import SSL, crypto
+
+from fleetgate.errors import DeviceRejected, Reason
+
+log = logging.getLogger(__name__)
+
+_ffi = Binding.ffi
+_lib = Binding.lib
+
+# CCM_8 suites are mandatory for CoAP (RFC 7252 section 9.1.3.3); the
+# bundled OpenSSL rates them at 64 bits, so they need an explicit list and
+# security level 0. Fleetgate's own key policy still applies to every
+# certificate, so the lowered level admits no weak keys.
+CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-CCM8",
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-AES128-CCM",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "@SECLEVEL=0",
+    ]
+)
+
+# pyOpenSSL names no DTLS version constants; this is OpenSSL's DTLS1_2_VERSION.
+DTLS1_2_VERSION = 0xFEFD
+
+# The X.509 error code set on a refusal picks the TLS alert OpenSSL sends.
+_ALERT_ERRORS: dict[Reason, int] = {
+    Reason.UNKNOWN_CA: _lib.X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+    Reason.UNKNOWN_PROJECT: _lib.X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+    Reason.EXPIRED: _lib.X509_V_ERR_CERT_HAS_EXPIRED,
+    Reason.CA_EXPIRED: _lib.X509_V_ERR_CERT_HAS_EXPIRED,
+    Reason.NOT_YET_VALID: _lib.X509_V_ERR_CERT_NOT_YET_VALID,
+    Reason.REVOKED: _lib.X509_V_ERR_CERT_REVOKED,
+}
+
+# Decides on a peer chain (leaf first) and returns the identity to attach
+# to the session, or raises DeviceRejected.
+Authenticator = Callable[[object, x509.Certificate, Sequence[x509.Certificate]], object]
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerCredentials:
+    """The server's certificate chain (PEM, leaf first) and private key."""
+
+    certificate_chain: Path
+    private_key: Path
+
+
+@dataclasses.dataclass
+class _Verdict:
+    identity: object | None
+    error_code: int
+
+
+def build_server_context(
+    credentials: ServerCredentials,
+    authenticate: Authenticator,
+    *,
+    verify_cookie: Callable[[SSL.Connection, bytes], bool],
+    generate_cookie: Callable[[SSL.Connection], bytes],
+) -> SSL.Context:
+    """Create a DTLS 1.2 server context that requires client certificates."""
+    context = SSL.Context(SSL.DTLS_SERVER_METHOD)
+    context.set_min_proto_version(DTLS1_2_VERSION)
+    context.set_options(
+        SSL.OP_NO_QUERY_MTU
+        | SSL.OP_COOKIE_EXCHANGE
+        | SSL.OP_NO_RENEGOTIATION
+        | SSL.OP_NO_TICKET
+        | SSL.OP_CIPHER_SERVER_PREFERENCE
+    )
+    context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    context.set_cipher_list(CIPHERS.encode())
+    context.use_certificate_chain_file(str(credentials.certificate_chain))
+    context.use_privatekey_file(str(credentials.private_key))
+    context.check_privatekey()
+    context.set_cookie_generate_callback(generate_cookie)
+    context.set_cookie_verify_callback(verify_cookie)
+    _install_verify_callback(context, authenticate)
+    return context
+
+
+def session_identity(connection: SSL.Connection) -> object | None:
+    """Return the identity the verifier attached to ``connection``, if any."""
+    verdict = getattr(connection.get_app_data(), "tls_verdict", None)
+    if isinstance(verdict, _Verdict) and verdict.error_code == 0:
+        return verdict.identity
+    return None
+
+
+def _install_verify_callback(context: SSL.Context, authenticate: Authenticator) -> None:
+    def verify(preverify_ok: int, store_ctx: Any) -> int:
+        try:
+            return _verify(store_ctx, authenticate)
+        except Exception:
+            log.exception("certificate verification callback failed")
+            return 0
+
+    callback = _ffi.callback("int (*)(int, X509_STORE_CTX *)", verify)
+    # A collected callback would leave OpenSSL calling freed memory.
+    context._fleetgate_verify_callback = callback  # type: ignore[attr-defined]
+    mode = _lib.SSL_VERIFY_PEER | _lib.SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+    _lib.SSL_CTX_set_verify(context._context, mode, callback)  # type: ignore[attr-defined]
+    # The policy bounds the chain; this only stops OpenSSL building absurd ones.
+    _lib.SSL_CTX_set_verify_depth(context._context, 16)  # type: ignore[attr-defined]
+
+
+def _verify(store_ctx: Any, authenticate: Authenticator) -> int:
+    ssl_ptr = _lib.X509_STORE_CTX_get_ex_data(
+        store_ctx, _lib.SSL_get_ex_data_X509_STORE_CTX_idx()
+    )
+    connection = SSL.Connection._reverse_mapping[ssl_ptr]  # type: ignore[attr-defined]
+    session = connection.get_app_data()
+
+    # OpenSSL calls back once per certificate and once per error; the
+    # chain is complete at the first call, so decide once and reuse it.
+    verdict = getattr(session, "tls_verdict", None)
+    if verdict is None:
+        verdict = _decide(session, _built_chain(store_ctx), authenticate)
+        session.tls_verdict = verdict
+    if verdict.error_code == 0:
+        return 1
+    _lib.X509_STORE_CTX_set_error(store_ctx, verdict.error_code)
+    return 0
+
+
+def _decide(
+    session: object, chain: list[x509.Certificate], authenticate: Authenticator
+) -> _Verdict:
+    if not chain:
+        return _Verdict(None, _lib.X509_V_ERR_CERT_REJECTED)
+    try:
+        identity = authenticate(session, chain[0], chain[1:])
+    except DeviceRejected as exc:
+        code = _ALERT_ERRORS.get(exc.reason, _lib.X509_V_ERR_CERT_REJECTED)
+        return _Verdict(None, code)
+    return _Verdict(identity, 0)
+
+
+def _built_chain(store_ctx: Any) -> list[x509.Certificate]:
+    stack = _lib.X509_STORE_CTX_get1_chain(store_ctx)
+    if stack == _ffi.NULL:
+        return []
+    try:
+        chain = []
+        for index in range(_lib.sk_X509_num(stack)):
+            # get1_chain took a reference on each certificate; the wrapper
+            # releases it when collected.
+            raw = _lib.sk_X509_value(stack, index)
+            wrapped = crypto.X509._from_raw_x509_ptr(raw)  # type: ignore[attr-defined]
+            chain.append(wrapped.to_cryptography())
+        return chain
+    finally:
+        _lib.sk_X509_free(stack)
