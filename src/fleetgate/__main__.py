@@ -1,0 +1,5 @@
+"""Allow ``python -m fleetgate``."""
+
+from fleetgate.cli.main import main
+
+main()
