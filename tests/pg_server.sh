@@ -15,7 +15,7 @@ dir=${2:?usage: pg_server.sh start|stop DIR [PORT]}
 port=${3:-54329}
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 
-run() {
+as_owner() {
     if [ "$(id -u)" = 0 ]; then
         runuser -u postgres -- "$@"
     else
@@ -30,20 +30,20 @@ start)
         chown postgres: "$dir"
     fi
     if [ ! -f "$dir/data/PG_VERSION" ]; then
-        run "$bin/initdb" -D "$dir/data" -U fleetgate --auth=trust \
+        as_owner "$bin/initdb" -D "$dir/data" -U fleetgate --auth=trust \
             --encoding=UTF8 --no-locale >"$dir/initdb.log"
     fi
-    run "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
         -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=off" \
         start >/dev/null
-    run "$bin/createdb" -h 127.0.0.1 -p "$port" -U fleetgate fleetgate_test 2>/dev/null || true
+    as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U fleetgate fleetgate_test 2>/dev/null || true
     echo "postgresql+psycopg://fleetgate@127.0.0.1:$port/fleetgate_test"
     ;;
 stop)
-    run "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
     ;;
 *)
-    echo "unknown action: $action" >&2
+    echo "invalid action: $action (expected start or stop)" >&2
     exit 2
     ;;
 esac
