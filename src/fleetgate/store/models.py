@@ -25,8 +25,10 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 from sqlalchemy.types import TypeDecorator
+
+from fleetgate.errors import Conflict
 
 
 def new_id() -> str:
@@ -130,15 +132,25 @@ class Device(Base):
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
-    last_seen_at: Mapped[dt.datetime | None] = mapped_column(
-        UtcDateTime, nullable=True
-    )
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_certificate_fingerprint: Mapped[str | None] = mapped_column(
         String(64), nullable=True
     )
     last_certificate_not_after: Mapped[dt.datetime | None] = mapped_column(
         UtcDateTime, nullable=True
     )
+
+    @validates("certificate_id")
+    def _keep_certificate_id(self, _key: str, value: str | None) -> str | None:
+        # A certificate ID ties a physical device to this record, so once
+        # set it never changes, whichever code path tries.
+        current = self.certificate_id
+        if current is not None and value != current:
+            raise Conflict(
+                f"cannot change certificate ID of device {self.id}: "
+                f"it is {current!r}, and a certificate ID never changes"
+            )
+        return value
 
 
 class DeviceState(Base):

@@ -1,0 +1,235 @@
+"""Engines, migrations and transactions for SQLite and PostgreSQL.
+
+SQLite is the embedded default. It runs in WAL mode, so readers never
+wait for the writer. Every transaction that may write starts with
+``BEGIN IMMEDIATE``, which takes the write lock up front. Two writers
+then queue for up to ``busy_timeout`` instead of one failing halfway
+when it tries to upgrade a read lock. Writers are therefore serialized
+per database file, which caps write throughput at what one writer
+sustains.
+
+PostgreSQL is for production and for several Fleetgate processes sharing
+one database. Transactions run at READ COMMITTED; code that reads then
+writes a row locks it first with ``SELECT ... FOR UPDATE``.
+
+Driver errors that mean "the database cannot be reached or is busy" are
+translated here, once, into :class:`fleetgate.errors.StoreUnavailable`.
+Integrity errors pass through, because only the caller knows which unique
+value was taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from fleetgate.errors import InvalidInput, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# How long a SQLite writer waits for the write lock before giving up.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# Connections each process keeps open to PostgreSQL, and how many more
+# it may open under a burst. That is at most 30 per process, so three
+# processes fit under PostgreSQL's default max_connections of 100.
+POSTGRES_POOL_SIZE = 10
+POSTGRES_MAX_OVERFLOW = 20
+
+# Key of the PostgreSQL advisory lock held while migrations run, so two
+# processes that start at once do not both create the tables. Any fixed
+# 64-bit number works, but it must not change between releases.
+MIGRATION_LOCK_KEY = 0x666C_6565_7467_6174
+
+# Execution option that marks an engine whose SQLite transactions only
+# read, so they start with a plain deferred BEGIN.
+_READ_ONLY = "fleetgate_read_only"
+
+# Errors that may mean the database is down, unreachable, locked or out
+# of connections. Anything else is a bug or a conflict and passes through.
+_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
+
+# SQLite reports a missing table or a syntax error as OperationalError
+# too. So on SQLite only these primary result codes mean "unavailable":
+# BUSY 5, LOCKED 6, READONLY 8, IOERR 10, CORRUPT 11, FULL 13,
+# CANTOPEN 14 and NOTADB 26.
+_SQLITE_UNAVAILABLE_CODES = frozenset({5, 6, 8, 10, 11, 13, 14, 26})
+
+
+def create_engine_for(url: str) -> Engine:
+    """Create an engine for a SQLite or PostgreSQL URL, tuned for Fleetgate."""
+    parsed = _normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _create_sqlite_engine(parsed)
+    return create_engine(
+        parsed,
+        pool_size=POSTGRES_POOL_SIZE,
+        max_overflow=POSTGRES_MAX_OVERFLOW,
+        pool_timeout=30,
+        # Connections dropped by a server restart or a firewall are
+        # detected on checkout instead of failing the first query.
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={"connect_timeout": 10},
+    )
+
+
+def _normalize_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError as exc:
+        raise InvalidInput(f"cannot open database {url!r}: invalid URL") from exc
+
+    backend = parsed.get_backend_name()
+    if backend in ("postgres", "postgresql"):
+        # Fleetgate ships psycopg 3. A bare postgresql:// URL would make
+        # SQLAlchemy look for psycopg2, which is not installed.
+        if parsed.get_driver_name() in ("", "psycopg2"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return parsed
+    if backend == "sqlite":
+        return parsed
+    raise InvalidInput(
+        f"cannot open database {parsed.render_as_string()!r}: "
+        "only sqlite:// and postgresql:// URLs are supported"
+    )
+
+
+def _create_sqlite_engine(url: URL) -> Engine:
+    if url.database and url.database != ":memory:":
+        folder = Path(url.database).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot create database folder {str(folder)!r}: {exc.strerror}"
+            ) from exc
+    engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Stop pysqlite from issuing its own BEGIN, so the "begin" hook
+        # below decides how each transaction starts.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # In WAL mode NORMAL loses no committed data on a process crash,
+        # only on power loss, and saves an fsync per commit.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        if connection.get_execution_options().get(_READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Apply every pending Alembic migration; a no-op when already at head."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+
+    with _translate_unavailable("migrate the database"), engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Held until this transaction ends. PostgreSQL runs DDL inside
+            # the transaction, so a second process waits here and then
+            # finds the schema at head.
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"),
+                {"key": MIGRATION_LOCK_KEY},
+            )
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+@contextlib.contextmanager
+def _translate_unavailable(action: str) -> Iterator[None]:
+    try:
+        yield
+    except _UNAVAILABLE_ERRORS as exc:
+        if not _means_unavailable(exc):
+            raise
+        # The driver's own message, without the SQL and parameters that
+        # SQLAlchemy appends, which could contain device data.
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise StoreUnavailable(f"cannot {action}: {detail}") from exc
+
+
+def _means_unavailable(exc: Exception) -> bool:
+    original = getattr(exc, "orig", None)
+    code = getattr(original, "sqlite_errorcode", None)
+    if code is None:
+        return True
+    return code & 0xFF in _SQLITE_UNAVAILABLE_CODES
+
+
+class Database:
+    """An engine plus the sessions every store function works in."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._writers = sessionmaker(bind=engine, expire_on_commit=False)
+        self._readers = sessionmaker(
+            bind=engine.execution_options(**{_READ_ONLY: True}),
+            expire_on_commit=False,
+        )
+
+    @classmethod
+    def open(cls, url: str, *, apply_migrations: bool = True) -> Database:
+        """Connect to ``url`` and, by default, apply pending migrations."""
+        engine = create_engine_for(url)
+        if apply_migrations:
+            try:
+                migrate(engine)
+            except BaseException:
+                engine.dispose()
+                raise
+        return cls(engine)
+
+    @property
+    def dialect(self) -> str:
+        """The backend name: ``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    @contextlib.contextmanager
+    def session(self, *, read_only: bool = False) -> Iterator[Session]:
+        """Run one transaction: commit when the block ends, roll back on error.
+
+        With ``read_only`` a SQLite transaction does not take the write
+        lock. Writing in such a session may fail with StoreUnavailable
+        when another writer got there first.
+        """
+        factory = self._readers if read_only else self._writers
+        with (
+            _translate_unavailable("access the database"),
+            factory() as session,
+            session.begin(),
+        ):
+            yield session
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
