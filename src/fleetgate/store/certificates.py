@@ -1,0 +1,252 @@
+"""CA certificates registered in a project, and the trust they give.
+
+Every enabled CA certificate of a project, root or intermediate, is a
+trust anchor for that project's devices and for no other project. A CA
+is stored as DER and identified by the SHA-256 fingerprint of that DER,
+so one certificate can be registered in several projects, but only once
+in each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Literal, get_args
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from fleetgate.errors import Conflict, InvalidCertificate, InvalidInput, NotFound
+from fleetgate.pki.identity import fingerprint, load_certificates
+from fleetgate.pki.rules import is_self_signed
+from fleetgate.pki.verify import (
+    Anchor,
+    ProjectTrust,
+    VerificationPolicy,
+    check_ca_certificate,
+)
+from fleetgate.store.database import Database
+from fleetgate.store.models import CaCertificate, Project
+from fleetgate.store.projects import require_project
+
+CertType = Literal["root", "intermediate"]
+CERT_TYPES: tuple[CertType, ...] = get_args(CertType)
+
+# Width of the subject and issuer columns, in characters.
+MAX_NAME_LENGTH = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class CaCertificateRecord:
+    """A CA certificate as registered in one project."""
+
+    id: str
+    project_id: str
+    cert_type: CertType
+    subject: str
+    issuer: str
+    fingerprint: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    enabled: bool
+    source: str
+    created_at: dt.datetime
+    der: bytes = dataclasses.field(repr=False)
+
+    @classmethod
+    def from_row(cls, row: CaCertificate) -> CaCertificateRecord:
+        """Copy a CA certificate row into a record that outlives its session."""
+        return cls(
+            id=row.id,
+            project_id=row.project_id,
+            cert_type=_as_cert_type(row.cert_type),
+            subject=row.subject,
+            issuer=row.issuer,
+            fingerprint=row.fingerprint,
+            not_before=row.not_before,
+            not_after=row.not_after,
+            enabled=row.enabled,
+            source=row.source,
+            created_at=row.created_at,
+            der=row.der,
+        )
+
+    def certificate(self) -> x509.Certificate:
+        """Parse the stored DER."""
+        return x509.load_der_x509_certificate(self.der)
+
+
+def detect_cert_type(certificate: x509.Certificate) -> CertType:
+    """Return ``root`` for a self-signed certificate, else ``intermediate``."""
+    return "root" if is_self_signed(certificate) else "intermediate"
+
+
+def add_ca_certificate(
+    db: Database,
+    project_id: str,
+    encoded: bytes,
+    *,
+    cert_type: CertType | None = None,
+    source: str = "upload",
+    now: dt.datetime | None = None,
+) -> CaCertificateRecord:
+    """Check one PEM or DER CA certificate and register it in a project.
+
+    Without ``cert_type`` a self-signed certificate is a root and any
+    other an intermediate. Raises InvalidCertificate when the file does
+    not hold exactly one usable CA certificate, NotFound for an unknown
+    project and Conflict when the project already has this certificate.
+    """
+    certificates = load_certificates(encoded)
+    if len(certificates) != 1:
+        raise InvalidCertificate(
+            f"cannot add CA certificate: the file contains {len(certificates)} "
+            "certificates, so upload them one at a time"
+        )
+    certificate = certificates[0]
+    if cert_type is None:
+        cert_type = detect_cert_type(certificate)
+    elif cert_type not in CERT_TYPES:
+        raise InvalidInput(
+            f"cannot add CA certificate: invalid type {cert_type!r}, "
+            f"expected one of {', '.join(CERT_TYPES)}"
+        )
+    check_ca_certificate(certificate, cert_type=cert_type, now=now)
+    digest = fingerprint(certificate)
+    subject = _checked_name("subject", certificate.subject, digest)
+    issuer = _checked_name("issuer", certificate.issuer, digest)
+
+    row = CaCertificate(
+        project_id=project_id,
+        der=certificate.public_bytes(Encoding.DER),
+        subject=subject,
+        issuer=issuer,
+        fingerprint=digest,
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+        cert_type=cert_type,
+        enabled=True,
+        source=source,
+    )
+    duplicate = Conflict(
+        f"cannot add CA certificate to project {project_id!r}: "
+        f"fingerprint {digest} is already registered"
+    )
+    try:
+        with db.session() as session:
+            require_project(session, project_id)
+            taken = session.scalar(
+                select(CaCertificate.id).where(
+                    CaCertificate.project_id == project_id,
+                    CaCertificate.fingerprint == digest,
+                )
+            )
+            if taken is not None:
+                raise duplicate
+            session.add(row)
+    except IntegrityError as exc:
+        # Another process registered the same certificate in between.
+        raise duplicate from exc
+    return CaCertificateRecord.from_row(row)
+
+
+def list_ca_certificates(db: Database, project_id: str) -> list[CaCertificateRecord]:
+    """Return a project's CA certificates, oldest first."""
+    with db.session(read_only=True) as session:
+        require_project(session, project_id)
+        rows = session.scalars(
+            select(CaCertificate)
+            .where(CaCertificate.project_id == project_id)
+            .order_by(CaCertificate.created_at, CaCertificate.id)
+        )
+        return [CaCertificateRecord.from_row(row) for row in rows]
+
+
+def get_ca_certificate(
+    db: Database, project_id: str, ca_id: str
+) -> CaCertificateRecord:
+    """Return one CA certificate of a project, or raise NotFound."""
+    with db.session(read_only=True) as session:
+        return CaCertificateRecord.from_row(_require_ca(session, project_id, ca_id))
+
+
+def set_ca_certificate_enabled(
+    db: Database, project_id: str, ca_id: str, enabled: bool
+) -> CaCertificateRecord:
+    """Enable or disable a CA certificate as a trust anchor."""
+    with db.session() as session:
+        row = _require_ca(session, project_id, ca_id)
+        row.enabled = enabled
+        return CaCertificateRecord.from_row(row)
+
+
+def delete_ca_certificate(db: Database, project_id: str, ca_id: str) -> None:
+    """Remove a CA certificate from a project, or raise NotFound."""
+    with db.session() as session:
+        session.delete(_require_ca(session, project_id, ca_id))
+
+
+def trust_for(db: Database, project_id: str) -> ProjectTrust | None:
+    """Load the anchors and policy that verify a project's devices.
+
+    Returns None for an unknown project, so the caller can tell "no such
+    project" apart from "a project with no enabled CA".
+    """
+    with db.session(read_only=True) as session:
+        project = session.get(Project, project_id)
+        if project is None:
+            return None
+        rows = session.scalars(
+            select(CaCertificate)
+            .where(
+                CaCertificate.project_id == project_id,
+                CaCertificate.enabled.is_(True),
+            )
+            .order_by(CaCertificate.created_at, CaCertificate.id)
+        ).all()
+        require_v3 = project.require_v3
+
+    anchors = tuple(
+        Anchor(
+            certificate=x509.load_der_x509_certificate(row.der),
+            fingerprint=row.fingerprint,
+            ca_id=row.id,
+        )
+        for row in rows
+    )
+    policy = VerificationPolicy(require_v3=require_v3)
+    return ProjectTrust(anchors=anchors, policy=policy)
+
+
+def _require_ca(session: Session, project_id: str, ca_id: str) -> CaCertificate:
+    row = session.scalar(
+        select(CaCertificate).where(
+            CaCertificate.id == ca_id, CaCertificate.project_id == project_id
+        )
+    )
+    if row is None:
+        raise NotFound(
+            f"cannot find CA certificate {ca_id!r} in project {project_id!r}"
+        )
+    return row
+
+
+def _checked_name(field: str, name: x509.Name, digest: str) -> str:
+    text = name.rfc4514_string()
+    if len(text) > MAX_NAME_LENGTH:
+        raise InvalidCertificate(
+            f"cannot add CA certificate {digest}: its {field} has "
+            f"{len(text)} characters, the maximum is {MAX_NAME_LENGTH}"
+        )
+    return text
+
+
+def _as_cert_type(value: str) -> CertType:
+    if value == "root":
+        return "root"
+    if value == "intermediate":
+        return "intermediate"
+    raise ValueError(f"cannot read CA certificate type {value!r} from the database")

@@ -1,0 +1,193 @@
+"""LightDB State: one JSON document per device, addressed by path.
+
+A path is a tuple of object keys, such as ``("sensor", "temp")`` for
+``.d/sensor/temp``. The empty path is the whole document, which is always
+an object and starts empty. Arrays are values, never path steps, so
+``("list", "0")`` reads key ``"0"`` of an object.
+
+Each change reads the whole document, edits it and writes it back in one
+transaction that first locks the device row (``SELECT ... FOR UPDATE``
+on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so concurrent writers to
+one device are applied one after another and none is lost. Every change
+increments the document's ``revision``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fleetgate.errors import InvalidInput, NotFound
+from fleetgate.store.database import Database
+from fleetgate.store.models import Device, DeviceState, utcnow
+
+StatePath = tuple[str, ...]
+
+
+def get_state(
+    db: Database,
+    device_id: str,
+    path: StatePath = (),
+    *,
+    project_id: str | None = None,
+) -> Any:
+    """Return the value at ``path``, or raise NotFound when nothing is there.
+
+    With ``project_id`` a device of another project is NotFound too.
+    """
+    steps = _validate_path(path)
+    with db.session(read_only=True) as session:
+        _require_device(session, device_id, project_id, for_update=False)
+        state = session.get(DeviceState, device_id)
+        document = {} if state is None else state.document
+
+    node: Any = document
+    for depth, key in enumerate(steps):
+        if not isinstance(node, dict) or key not in node:
+            raise NotFound(
+                f"cannot find state {_render(steps[: depth + 1])} "
+                f"of device {device_id!r}"
+            )
+        node = node[key]
+    return copy.deepcopy(node)
+
+
+def set_state(
+    db: Database,
+    device_id: str,
+    path: StatePath,
+    value: Any,
+    *,
+    project_id: str | None = None,
+) -> int:
+    """Store ``value`` at ``path`` and return the new revision.
+
+    Missing objects on the way are created, and a non-object on the way
+    is replaced by an object. The empty path replaces the whole document,
+    which must then be an object.
+    """
+    steps = _validate_path(path)
+    _validate_value(value, steps)
+    if not steps and not isinstance(value, dict):
+        raise InvalidInput(
+            f"cannot set the state of device {device_id!r}: the whole "
+            f"document must be a JSON object, not {type(value).__name__}"
+        )
+
+    with db.session() as session:
+        state = _lock_state(session, device_id, project_id)
+        if not steps:
+            document: dict[str, Any] = copy.deepcopy(value)
+        else:
+            document = copy.deepcopy(state.document)
+            parent = document
+            for key in steps[:-1]:
+                child = parent.get(key)
+                if not isinstance(child, dict):
+                    child = {}
+                    parent[key] = child
+                parent = child
+            parent[steps[-1]] = copy.deepcopy(value)
+        return _write(state, document)
+
+
+def delete_state(
+    db: Database,
+    device_id: str,
+    path: StatePath,
+    *,
+    project_id: str | None = None,
+    missing_ok: bool = False,
+) -> int:
+    """Remove the value at ``path`` and return the document's revision.
+
+    Raises NotFound when nothing is there, unless ``missing_ok``, in
+    which case the document and its revision stay as they are. The empty
+    path empties the whole document.
+    """
+    steps = _validate_path(path)
+
+    with db.session() as session:
+        state = _lock_state(session, device_id, project_id)
+        document: dict[str, Any] = copy.deepcopy(state.document)
+        if steps:
+            parent: Any = document
+            for key in steps[:-1]:
+                parent = parent.get(key) if isinstance(parent, dict) else None
+            if not isinstance(parent, dict) or steps[-1] not in parent:
+                if missing_ok:
+                    return state.revision
+                raise NotFound(
+                    f"cannot delete state {_render(steps)} of device "
+                    f"{device_id!r}: nothing is stored there"
+                )
+            del parent[steps[-1]]
+        else:
+            document = {}
+        return _write(state, document)
+
+
+def _lock_state(
+    session: Session, device_id: str, project_id: str | None
+) -> DeviceState:
+    # Lock the device row rather than the state row, because the state
+    # row may not exist yet and two first writers would both insert it.
+    _require_device(session, device_id, project_id, for_update=True)
+    state = session.get(DeviceState, device_id)
+    if state is None:
+        state = DeviceState(device_id=device_id, document={}, revision=0)
+        session.add(state)
+    return state
+
+
+def _write(state: DeviceState, document: dict[str, Any]) -> int:
+    # Assigning a new object, instead of editing the loaded one in place,
+    # is what makes SQLAlchemy see that the JSON column changed.
+    state.document = document
+    state.revision = (state.revision or 0) + 1
+    state.updated_at = utcnow()
+    return state.revision
+
+
+def _require_device(
+    session: Session, device_id: str, project_id: str | None, *, for_update: bool
+) -> None:
+    query = select(Device.id).where(Device.id == device_id)
+    if project_id is not None:
+        query = query.where(Device.project_id == project_id)
+    if for_update:
+        query = query.with_for_update()
+    if session.scalar(query) is None:
+        scope = "" if project_id is None else f" in project {project_id!r}"
+        raise NotFound(f"cannot find device {device_id!r}{scope}")
+
+
+def _validate_path(path: Sequence[str]) -> StatePath:
+    steps = tuple(path)
+    for key in steps:
+        if not isinstance(key, str) or not key:
+            raise InvalidInput(
+                f"cannot use state path {_render(steps)}: every step must be "
+                "a non-empty string"
+            )
+    return steps
+
+
+def _validate_value(value: Any, steps: StatePath) -> None:
+    # JSON has no NaN or infinity, and PostgreSQL's json type rejects
+    # them, so they are rejected on every backend alike.
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(
+            f"cannot store state at {_render(steps)}: the value is not JSON ({exc})"
+        ) from exc
+
+
+def _render(steps: Sequence[object]) -> str:
+    return "/" + "/".join(str(step) for step in steps)
