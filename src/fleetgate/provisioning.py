@@ -1,0 +1,221 @@
+"""The association rule: which device record an authenticated device is.
+
+Once a device's chain has verified and the DTLS handshake has proven that
+it holds the key, :func:`associate` maps its certificate ID to a device
+record, in this order:
+
+1. the device whose certificate ID it is;
+2. else the device whose name equals the certificate ID and which has no
+   certificate ID yet, which adopts it (an operator pre-provisioned it);
+3. else a new device named after the certificate ID or, when a device
+   with another certificate ID has that name, the certificate ID plus
+   ``-`` and six random hex digits.
+
+The rule is race-free without application locks. The database enforces
+unique (project, certificate ID) and (project, name), so of two first
+connections with one certificate ID only one INSERT succeeds. The loser
+gets an integrity error, rolls back and runs the rule again, and then
+finds the winner's device in step 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from fleetgate.errors import Conflict, DeviceRejected, Reason
+from fleetgate.pki.identity import validate_certificate_id
+from fleetgate.store.database import Database
+from fleetgate.store.models import Device, Project
+
+logger = logging.getLogger(__name__)
+
+# Attempts before giving up. Each lost race costs one attempt. After a
+# conflict the winner's row is committed and visible, so the next
+# attempt usually finds it.
+MAX_ATTEMPTS = 8
+
+# Hex digits appended to a name that another device already has.
+SUFFIX_HEX_DIGITS = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class AssociatedDevice:
+    """The device record a connection was associated with."""
+
+    device_id: str
+    name: str
+    project_id: str
+    certificate_id: str
+    created: bool
+    adopted: bool
+
+
+def associate(
+    db: Database,
+    *,
+    project_id: str,
+    certificate_id: str,
+    fingerprint: str,
+    not_after: dt.datetime,
+    now: dt.datetime | None = None,
+) -> AssociatedDevice:
+    """Find, adopt or create the device of an authenticated certificate.
+
+    Records the connection time and the certificate's fingerprint and
+    expiry on the device. Raises DeviceRejected when the device is
+    disabled or the project does not exist.
+    """
+    certificate_id = validate_certificate_id(certificate_id)
+    seen_at = now or dt.datetime.now(dt.UTC)
+    if not_after.tzinfo is None or seen_at.tzinfo is None:
+        raise ValueError("cannot associate device: datetimes must be aware (UTC)")
+
+    last_error: IntegrityError | None = None
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            with db.session() as session:
+                associated = _associate_once(
+                    session,
+                    project_id=project_id,
+                    certificate_id=certificate_id,
+                    fingerprint=fingerprint,
+                    not_after=not_after,
+                    seen_at=seen_at,
+                )
+        except IntegrityError as exc:
+            # Another connection created or adopted a device with this
+            # name or certificate ID since this attempt looked.
+            last_error = exc
+            logger.debug(
+                "association retried project=%s cert_id=%s attempt=%d",
+                project_id,
+                certificate_id,
+                attempt + 1,
+            )
+            continue
+
+        if associated.created or associated.adopted:
+            logger.info(
+                "device %s project=%s device=%s name=%s cert_id=%s fingerprint=%s",
+                "created" if associated.created else "adopted",
+                project_id,
+                associated.device_id,
+                associated.name,
+                certificate_id,
+                fingerprint,
+            )
+        return associated
+
+    raise Conflict(
+        f"cannot associate certificate ID {certificate_id!r} in project "
+        f"{project_id!r}: {MAX_ATTEMPTS} attempts conflicted with other writers"
+    ) from last_error
+
+
+def _associate_once(
+    session: Session,
+    *,
+    project_id: str,
+    certificate_id: str,
+    fingerprint: str,
+    not_after: dt.datetime,
+    seen_at: dt.datetime,
+) -> AssociatedDevice:
+    if session.get(Project, project_id) is None:
+        raise DeviceRejected(
+            f"cannot associate device: project {project_id!r} does not exist",
+            reason=Reason.UNKNOWN_PROJECT,
+            project_id=project_id,
+            certificate_id=certificate_id,
+            fingerprint=fingerprint,
+        )
+
+    # FOR UPDATE makes a concurrent adopter wait, and PostgreSQL then
+    # re-checks the WHERE clause, so only one of them adopts the device.
+    in_project = Device.project_id == project_id
+    device = session.scalar(
+        select(Device)
+        .where(in_project, Device.certificate_id == certificate_id)
+        .with_for_update()
+    )
+    created = adopted = False
+    if device is None:
+        device = session.scalar(
+            select(Device)
+            .where(
+                in_project,
+                Device.name == certificate_id,
+                Device.certificate_id.is_(None),
+            )
+            .with_for_update()
+        )
+        adopted = device is not None
+    if device is None:
+        device = Device(
+            project_id=project_id,
+            name=_free_name(session, project_id, certificate_id),
+            certificate_id=certificate_id,
+            enabled=True,
+            hardware_ids=[],
+            tags=[],
+            metadata_={},
+        )
+        session.add(device)
+        created = True
+
+    if not device.enabled:
+        raise DeviceRejected(
+            f"cannot associate device {device.id}: it is disabled",
+            reason=Reason.DEVICE_DISABLED,
+            project_id=project_id,
+            certificate_id=certificate_id,
+            fingerprint=fingerprint,
+        )
+    if adopted:
+        device.certificate_id = certificate_id
+    device.last_seen_at = seen_at
+    device.last_certificate_fingerprint = fingerprint
+    device.last_certificate_not_after = not_after
+    # Flushing here surfaces a lost race as IntegrityError inside the
+    # retry loop, and assigns the new device its ID.
+    session.flush()
+
+    return AssociatedDevice(
+        device_id=device.id,
+        name=device.name,
+        project_id=project_id,
+        certificate_id=certificate_id,
+        created=created,
+        adopted=adopted,
+    )
+
+
+def _free_name(session: Session, project_id: str, certificate_id: str) -> str:
+    # The name is only a hint. When another device takes it before the
+    # INSERT, the unique constraint rejects the INSERT and the retry
+    # picks a name again.
+    if not _name_taken(session, project_id, certificate_id):
+        return certificate_id
+    for _attempt in range(MAX_ATTEMPTS):
+        suffix = secrets.token_hex(SUFFIX_HEX_DIGITS // 2)
+        name = f"{certificate_id}-{suffix}"
+        if not _name_taken(session, project_id, name):
+            return name
+    raise Conflict(
+        f"cannot name a device for certificate ID {certificate_id!r}: "
+        f"{MAX_ATTEMPTS} random names were all taken"
+    )
+
+
+def _name_taken(session: Session, project_id: str, name: str) -> bool:
+    query = select(Device.id).where(
+        Device.project_id == project_id, Device.name == name
+    )
+    return session.scalar(query) is not None
