@@ -1,0 +1,143 @@
+"""Engines, migrations and error translation."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError
+
+from fleetgate.errors import InvalidInput, StoreUnavailable
+from fleetgate.store.database import Database, create_engine_for, migrate
+from fleetgate.store.models import Base
+
+
+def test_migrate_twice_is_a_no_op(database_url: str) -> None:
+    engine = create_engine_for(database_url)
+    try:
+        migrate(engine)
+        migrate(engine)
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    assert tables == {*Base.metadata.tables, "alembic_version"}
+
+
+def test_migrated_schema_matches_models(database: Database) -> None:
+    with database.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
+    assert differences == []
+
+
+def test_concurrent_migrations_all_succeed(database_url: str) -> None:
+    engines = [create_engine_for(database_url) for _ in range(4)]
+    barrier = threading.Barrier(len(engines), timeout=30)
+    errors: list[BaseException] = []
+
+    def run(engine_index: int) -> None:
+        try:
+            barrier.wait()
+            migrate(engines[engine_index])
+        except BaseException as exc:  # reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(engines))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for engine in engines:
+        engine.dispose()
+    assert errors == []
+    assert not any(thread.is_alive() for thread in threads)
+
+
+def test_sqlite_engine_uses_wal_and_foreign_keys(tmp_path: Path) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'nested' / 'f.db'}")
+    try:
+        with engine.connect() as connection:
+            journal = connection.execute(text("PRAGMA journal_mode")).scalar()
+            foreign_keys = connection.execute(text("PRAGMA foreign_keys")).scalar()
+            busy = connection.execute(text("PRAGMA busy_timeout")).scalar()
+    finally:
+        engine.dispose()
+    assert journal == "wal"
+    assert foreign_keys == 1
+    assert busy == 30_000
+    assert (tmp_path / "nested" / "f.db").exists()
+
+
+def test_plain_postgresql_url_uses_psycopg() -> None:
+    engine = create_engine_for("postgresql://user@127.0.0.1:1/db")
+    try:
+        assert engine.dialect.driver == "psycopg"
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("mysql://user@127.0.0.1/db", id="fail/mysql"),
+        pytest.param("not a url", id="fail/garbage"),
+    ],
+)
+def test_unsupported_url_is_invalid_input(url: str) -> None:
+    with pytest.raises(InvalidInput):
+        create_engine_for(url)
+
+
+def test_unreachable_server_is_store_unavailable() -> None:
+    # Port 1 on loopback has no listener, so the connection is refused.
+    with pytest.raises(StoreUnavailable, match="cannot migrate the database"):
+        Database.open("postgresql://fleetgate@127.0.0.1:1/none")
+
+
+def test_session_commits_on_success(database: Database) -> None:
+    with database.session() as session:
+        session.execute(
+            text(
+                "INSERT INTO projects (id, name, require_v3, created_at) "
+                "VALUES ('p', 'P', false, CURRENT_TIMESTAMP)"
+            )
+        )
+    with database.session(read_only=True) as session:
+        count = session.execute(text("SELECT count(*) FROM projects")).scalar()
+    assert count == 1
+
+
+def test_session_rolls_back_on_error(database: Database) -> None:
+    with pytest.raises(RuntimeError), database.session() as session:
+        session.execute(
+            text(
+                "INSERT INTO projects (id, name, require_v3, created_at) "
+                "VALUES ('p', 'P', false, CURRENT_TIMESTAMP)"
+            )
+        )
+        raise RuntimeError("abort")
+    with database.session(read_only=True) as session:
+        count = session.execute(text("SELECT count(*) FROM projects")).scalar()
+    assert count == 0
+
+
+def test_unopenable_sqlite_file_is_store_unavailable(tmp_path: Path) -> None:
+    # A folder where the database file should be cannot be opened.
+    with pytest.raises(StoreUnavailable) as caught:
+        Database.open(f"sqlite:///{tmp_path}")
+    assert caught.value.__cause__ is not None
+
+
+def test_data_folder_that_is_a_file_is_store_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(StoreUnavailable, match="cannot create database folder"):
+        create_engine_for(f"sqlite:///{tmp_path / 'taken' / 'f.db'}")
+
+
+def test_sql_error_is_not_store_unavailable(database: Database) -> None:
+    with pytest.raises(DBAPIError), database.session() as session:
+        session.execute(text("SELECT * FROM no_such_table"))

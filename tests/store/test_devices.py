@@ -1,0 +1,206 @@
+"""Device records: create, get, list, update, delete, scoped by project."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleetgate.errors import Conflict, InvalidInput, NotFound
+from fleetgate.store.database import Database
+from fleetgate.store.devices import (
+    create_device,
+    delete_device,
+    get_device,
+    list_devices,
+    set_certificate_id,
+    set_device_enabled,
+    update_device,
+)
+from fleetgate.store.projects import create_project
+
+
+@pytest.fixture
+def db(database: Database) -> Database:
+    create_project(database, "acme")
+    create_project(database, "other")
+    return database
+
+
+def test_create_and_get(db: Database) -> None:
+    device = create_device(
+        db, "acme", "pump-1", hardware_ids=["mac:01"], tags=["t"], metadata={"k": 1}
+    )
+    stored = get_device(db, "acme", device.id)
+    assert stored == device
+    assert stored.certificate_id is None
+    assert stored.enabled is True
+    assert stored.hardware_ids == ("mac:01",)
+    assert stored.tags == ("t",)
+    assert stored.metadata == {"k": 1}
+    assert stored.last_seen_at is None
+
+
+def test_create_in_unknown_project_is_not_found(db: Database) -> None:
+    with pytest.raises(NotFound):
+        create_device(db, "nobody", "pump-1")
+
+
+def test_create_duplicate_name_is_conflict(db: Database) -> None:
+    create_device(db, "acme", "pump-1")
+    with pytest.raises(Conflict):
+        create_device(db, "acme", "pump-1")
+
+
+def test_same_name_in_two_projects(db: Database) -> None:
+    first = create_device(db, "acme", "pump-1")
+    second = create_device(db, "other", "pump-1")
+    assert first.id != second.id
+
+
+def test_create_duplicate_certificate_id_is_conflict(db: Database) -> None:
+    create_device(db, "acme", "a", certificate_id="serial-1")
+    with pytest.raises(Conflict):
+        create_device(db, "acme", "b", certificate_id="serial-1")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("", id="fail/empty"),
+        pytest.param(" pump", id="fail/leading-space"),
+        pytest.param("pump\n", id="fail/newline"),
+        pytest.param("pu\x00mp", id="fail/control"),
+        pytest.param("p" * 201, id="fail/too-long"),
+    ],
+)
+def test_create_rejects_invalid_name(db: Database, name: str) -> None:
+    with pytest.raises(InvalidInput):
+        create_device(db, "acme", name)
+
+
+def test_create_rejects_invalid_certificate_id(db: Database) -> None:
+    with pytest.raises(InvalidInput):
+        create_device(db, "acme", "pump", certificate_id="has space")
+
+
+def test_get_from_other_project_is_not_found(db: Database) -> None:
+    device = create_device(db, "acme", "pump-1")
+    with pytest.raises(NotFound):
+        get_device(db, "other", device.id)
+
+
+def test_get_unknown_is_not_found(db: Database) -> None:
+    with pytest.raises(NotFound):
+        get_device(db, "acme", "0" * 24)
+
+
+def test_list_orders_by_name_and_pages(db: Database) -> None:
+    for index in (3, 1, 4, 0, 2):
+        create_device(db, "acme", f"dev-{index}")
+    create_device(db, "other", "dev-9")
+
+    first = list_devices(db, "acme", page=0, per_page=2)
+    last = list_devices(db, "acme", page=2, per_page=2)
+
+    assert [device.name for device in first.devices] == ["dev-0", "dev-1"]
+    assert first.total == 5
+    assert [device.name for device in last.devices] == ["dev-4"]
+    assert last.total == 5
+
+
+def test_list_filters_by_name_ignoring_case(db: Database) -> None:
+    create_device(db, "acme", "Pump-North")
+    create_device(db, "acme", "pump-south")
+    create_device(db, "acme", "valve")
+    create_device(db, "acme", "100%_sure")
+
+    pumps = list_devices(db, "acme", name="PUMP")
+    literal = list_devices(db, "acme", name="%_")
+
+    assert [device.name for device in pumps.devices] == ["Pump-North", "pump-south"]
+    assert pumps.total == 2
+    assert [device.name for device in literal.devices] == ["100%_sure"]
+
+
+def test_list_unknown_project_is_not_found(db: Database) -> None:
+    with pytest.raises(NotFound):
+        list_devices(db, "nobody")
+
+
+@pytest.mark.parametrize(
+    ("page", "per_page"),
+    [
+        pytest.param(-1, 10, id="fail/negative-page"),
+        pytest.param(0, 0, id="fail/empty-page"),
+        pytest.param(0, 1001, id="fail/huge-page"),
+    ],
+)
+def test_list_rejects_invalid_paging(db: Database, page: int, per_page: int) -> None:
+    with pytest.raises(InvalidInput):
+        list_devices(db, "acme", page=page, per_page=per_page)
+
+
+def test_update_changes_given_fields_only(db: Database) -> None:
+    device = create_device(db, "acme", "pump-1", tags=["a"])
+    updated = update_device(db, "acme", device.id, name="pump-2", metadata={"floor": 3})
+    assert updated.name == "pump-2"
+    assert updated.metadata == {"floor": 3}
+    assert updated.tags == ("a",)
+    assert get_device(db, "acme", device.id) == updated
+
+
+def test_update_to_taken_name_is_conflict(db: Database) -> None:
+    create_device(db, "acme", "pump-1")
+    device = create_device(db, "acme", "pump-2")
+    with pytest.raises(Conflict):
+        update_device(db, "acme", device.id, name="pump-1")
+    assert get_device(db, "acme", device.id).name == "pump-2"
+
+
+def test_update_in_other_project_is_not_found(db: Database) -> None:
+    device = create_device(db, "acme", "pump-1")
+    with pytest.raises(NotFound):
+        update_device(db, "other", device.id, name="x")
+
+
+def test_set_certificate_id_once(db: Database) -> None:
+    device = create_device(db, "acme", "pump-1")
+    updated = set_certificate_id(db, "acme", device.id, "serial-1")
+    again = set_certificate_id(db, "acme", device.id, "serial-1")
+    assert updated.certificate_id == "serial-1"
+    assert again.certificate_id == "serial-1"
+
+
+def test_certificate_id_is_immutable(db: Database) -> None:
+    device = create_device(db, "acme", "pump-1", certificate_id="serial-1")
+    with pytest.raises(Conflict, match="never changes"):
+        set_certificate_id(db, "acme", device.id, "serial-2")
+    assert get_device(db, "acme", device.id).certificate_id == "serial-1"
+
+
+def test_certificate_id_of_another_device_is_conflict(db: Database) -> None:
+    create_device(db, "acme", "a", certificate_id="serial-1")
+    device = create_device(db, "acme", "b")
+    with pytest.raises(Conflict):
+        set_certificate_id(db, "acme", device.id, "serial-1")
+    assert get_device(db, "acme", device.id).certificate_id is None
+
+
+def test_set_enabled(db: Database) -> None:
+    device = create_device(db, "acme", "pump-1")
+    assert set_device_enabled(db, "acme", device.id, False).enabled is False
+    assert get_device(db, "acme", device.id).enabled is False
+    assert set_device_enabled(db, "acme", device.id, True).enabled is True
+
+
+def test_delete(db: Database) -> None:
+    device = create_device(db, "acme", "pump-1")
+    delete_device(db, "acme", device.id)
+    with pytest.raises(NotFound):
+        get_device(db, "acme", device.id)
+
+
+def test_delete_from_other_project_is_not_found(db: Database) -> None:
+    device = create_device(db, "acme", "pump-1")
+    with pytest.raises(NotFound):
+        delete_device(db, "other", device.id)
+    assert get_device(db, "acme", device.id).id == device.id
