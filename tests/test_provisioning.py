@@ -252,9 +252,7 @@ def test_suffix_collision_draws_again(
     create_device(db, "acme", "serial-1", certificate_id="owner")
     create_device(db, "acme", "serial-1-aaaaaa")
     suffixes = iter(["aaaaaa", "bbbbbb"])
-    monkeypatch.setattr(
-        "fleetgate.provisioning.secrets.token_hex", lambda _size: next(suffixes)
-    )
+    monkeypatch.setattr("fleetgate.provisioning.random_suffix", lambda: next(suffixes))
     assert connect(db, "serial-1").name == "serial-1-bbbbbb"
 
 
@@ -263,9 +261,7 @@ def test_suffixes_exhausted_is_conflict(
 ) -> None:
     create_device(db, "acme", "serial-1", certificate_id="owner")
     create_device(db, "acme", "serial-1-aaaaaa")
-    monkeypatch.setattr(
-        "fleetgate.provisioning.secrets.token_hex", lambda _size: "aaaaaa"
-    )
+    monkeypatch.setattr("fleetgate.provisioning.random_suffix", lambda: "aaaaaa")
     with pytest.raises(Conflict, match="'serial-1'"):
         connect(db, "serial-1")
     assert list_devices(db, "acme").total == 2

@@ -204,14 +204,18 @@ def _free_name(session: Session, project_id: str, certificate_id: str) -> str:
     if not _name_taken(session, project_id, certificate_id):
         return certificate_id
     for _attempt in range(MAX_ATTEMPTS):
-        suffix = secrets.token_hex(SUFFIX_HEX_DIGITS // 2)
-        name = f"{certificate_id}-{suffix}"
+        name = f"{certificate_id}-{random_suffix()}"
         if not _name_taken(session, project_id, name):
             return name
     raise Conflict(
         f"cannot name a device for certificate ID {certificate_id!r}: "
         f"{MAX_ATTEMPTS} random names were all taken"
     )
+
+
+def random_suffix() -> str:
+    """Return the random hex digits that tell apart devices of one name."""
+    return secrets.token_hex(SUFFIX_HEX_DIGITS // 2)
 
 
 def _name_taken(session: Session, project_id: str, name: str) -> bool:
