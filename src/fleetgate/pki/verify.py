@@ -1,0 +1,516 @@
+"""Device chain verification: OpenSSL path building plus project policy.
+
+:class:`ChainVerifier` runs inside the DTLS handshake, so it is
+synchronous and does no I/O; the anchors come from an
+:class:`AnchorSource` that keeps them in memory. A chain is accepted
+when all of these hold:
+
+- the leaf names a known project in ``O`` and a valid certificate ID in
+  ``CN``, and passes the leaf rules (serial, version, not a CA, key,
+  signature algorithm, validity period widened by the clock skew);
+- OpenSSL builds a path from the leaf to one of that project's
+  registered CA certificates. ``X509_V_FLAG_PARTIAL_CHAIN`` makes every
+  registered certificate an anchor, so a registered intermediate alone
+  suffices. A root sent only by the device is never in the store, so it
+  is never trusted;
+- every CA certificate in the path is a v3 CA with an allowed key and
+  signature algorithm, is inside its validity period, and the path is no
+  longer than the project allows.
+
+OpenSSL picks an issuer by subject and key identifier and does not try
+another after a bad signature. When two registered CA certificates share
+a subject, the verifier retries with each of them alone, so trust follows
+the key and fingerprint rather than the subject text.
+
+Limits: revocation is not checked (no CRL source exists yet), and with
+more than one group of same-subject anchors at most
+``MAX_ANCHOR_ATTEMPTS`` combinations are tried.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import itertools
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import crypto
+
+from fleetgate.errors import ChainRejected, InvalidCertificate, Reason
+from fleetgate.pki import rules
+from fleetgate.pki.identity import DeviceSubject, device_subject, fingerprint
+from fleetgate.pki.openssl_errors import describe_openssl_error
+from fleetgate.pki.rules import PolicyViolation
+
+log = logging.getLogger(__name__)
+
+# X509_V_FLAG_NO_CHECK_TIME (OpenSSL 1.1.0 and later), which pyOpenSSL
+# does not name. Validity periods are checked here, with the clock skew.
+_NO_CHECK_TIME = 0x200000
+_STORE_FLAGS = crypto.X509StoreFlags.PARTIAL_CHAIN | _NO_CHECK_TIME
+
+MAX_ANCHOR_ATTEMPTS = 8
+# Entries in the per-project, per-anchor and per-anchor-set caches; the
+# least recently used entry is dropped first.
+MAX_CACHED_PROJECTS = 10_000
+MAX_CACHED_ANCHORS = 4096
+MAX_CACHED_STORES = 1024
+
+
+@dataclass(frozen=True)
+class VerificationPolicy:
+    """A project's rules on top of OpenSSL's path validation."""
+
+    require_v3: bool = False
+    # Certificates above the leaf, the anchor included.
+    max_chain_depth: int = 4
+    clock_skew: dt.timedelta = dt.timedelta(minutes=5)
+
+    def __post_init__(self) -> None:
+        if self.max_chain_depth < 1:
+            raise ValueError(
+                f"max_chain_depth must be at least 1, not {self.max_chain_depth}"
+            )
+        if self.clock_skew < dt.timedelta(0):
+            raise ValueError(f"clock_skew must not be negative, not {self.clock_skew}")
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """One enabled CA certificate registered in a project."""
+
+    certificate: x509.Certificate
+    # Lowercase hex SHA-256 of the DER encoding, as fingerprint() returns.
+    fingerprint: str
+    ca_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ProjectTrust:
+    """The anchors and policy that verify one project's devices."""
+
+    anchors: Sequence[Anchor]
+    policy: VerificationPolicy
+
+
+class AnchorSource(Protocol):
+    """Supplies a project's trust in memory; None means an unknown project."""
+
+    def anchors_for(self, project_id: str) -> ProjectTrust | None: ...
+
+
+@dataclass(frozen=True)
+class VerifiedDevice:
+    """The identity a verified chain proves, and the path that proved it."""
+
+    project_id: str
+    certificate_id: str
+    fingerprint: str
+    serial_number: int
+    not_after: dt.datetime
+    anchor_fingerprint: str
+    # Leaf first, the registered anchor last.
+    chain: tuple[x509.Certificate, ...]
+
+
+@dataclass(frozen=True)
+class _PreparedAnchor:
+    certificate: x509.Certificate
+    fingerprint: str
+    der: bytes
+    openssl: crypto.X509
+    # The rule this anchor breaks, checked once; raised if a path uses it.
+    violation: PolicyViolation | None
+
+
+def _name(cert: x509.Certificate) -> str:
+    return repr(cert.subject.rfc4514_string())
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class ChainVerifier:
+    """Verifies device chains against the anchors of the project they name."""
+
+    def __init__(self, source: AnchorSource) -> None:
+        self._source = source
+        self._lock = threading.Lock()
+        self._anchors: collections.OrderedDict[str, _PreparedAnchor] = (
+            collections.OrderedDict()
+        )
+        self._stores: collections.OrderedDict[frozenset[str], crypto.X509Store] = (
+            collections.OrderedDict()
+        )
+        self._projects: collections.OrderedDict[
+            str, tuple[ProjectTrust, list[_PreparedAnchor]]
+        ] = collections.OrderedDict()
+
+    def verify(
+        self,
+        leaf: x509.Certificate,
+        untrusted: Sequence[x509.Certificate] = (),
+        *,
+        now: dt.datetime | None = None,
+    ) -> VerifiedDevice:
+        """Return the verified identity of ``leaf``, or raise ChainRejected."""
+        leaf_fingerprint = fingerprint(leaf)
+        subject = device_subject(leaf)
+        try:
+            trust = self._source.anchors_for(subject.project_id)
+            if trust is None:
+                raise PolicyViolation(
+                    Reason.UNKNOWN_PROJECT,
+                    f"project {subject.project_id!r} does not exist",
+                )
+            path = self._verify(leaf, untrusted, trust, subject, now or _utcnow())
+        except PolicyViolation as exc:
+            raise ChainRejected(
+                f"cannot verify device certificate: {exc.detail}",
+                reason=exc.reason,
+                project_id=subject.project_id,
+                certificate_id=subject.certificate_id,
+                fingerprint=leaf_fingerprint,
+            ) from None
+
+        return VerifiedDevice(
+            project_id=subject.project_id,
+            certificate_id=subject.certificate_id,
+            fingerprint=leaf_fingerprint,
+            serial_number=leaf.serial_number,
+            not_after=leaf.not_valid_after_utc,
+            anchor_fingerprint=path[-1][1],
+            chain=tuple(cert for cert, _ in path),
+        )
+
+    def _verify(
+        self,
+        leaf: x509.Certificate,
+        untrusted: Sequence[x509.Certificate],
+        trust: ProjectTrust,
+        subject: DeviceSubject,
+        now: dt.datetime,
+    ) -> list[tuple[x509.Certificate, str]]:
+        policy = trust.policy
+        _check_leaf(leaf, policy, now)
+        # One more than the depth allows, so a device may include its root.
+        if len(untrusted) > policy.max_chain_depth + 1:
+            raise PolicyViolation(
+                Reason.CHAIN_TOO_LONG,
+                f"device sent {len(untrusted)} certificates besides its own; "
+                f"the project allows at most {policy.max_chain_depth} CA "
+                "certificates above the device",
+            )
+        anchors = self._prepared_for(subject.project_id, trust)
+        if not anchors:
+            raise PolicyViolation(
+                Reason.UNKNOWN_CA,
+                f"project {subject.project_id!r} has no enabled CA certificates",
+            )
+
+        openssl_leaf = crypto.X509.from_cryptography(leaf)
+        openssl_untrusted = [crypto.X509.from_cryptography(c) for c in untrusted]
+        candidates = _Candidates(leaf, untrusted)
+        first_violation: PolicyViolation | None = None
+        for attempt, subset in enumerate(_anchor_subsets(anchors)):
+            try:
+                chain = self._build_path(subset, openssl_leaf, openssl_untrusted)
+                path = candidates.resolve(chain, subset)
+                _check_path(path, subset, policy, now)
+            except PolicyViolation as exc:
+                first_violation = first_violation or exc
+                continue
+            if attempt:
+                log.debug(
+                    "chain verified with anchor subset %d project=%s",
+                    attempt,
+                    subject.project_id,
+                )
+            return path
+        assert first_violation is not None
+        raise first_violation
+
+    def _build_path(
+        self,
+        anchors: Sequence[_PreparedAnchor],
+        leaf: crypto.X509,
+        untrusted: list[crypto.X509],
+    ) -> list[crypto.X509]:
+        context = crypto.X509StoreContext(self._store(anchors), leaf, untrusted)
+        try:
+            return context.get_verified_chain()
+        except crypto.X509StoreContextError as exc:
+            code, depth, message = exc.errors
+            blamed = exc.certificate.to_cryptography()
+            reason, detail = describe_openssl_error(code, depth, message, blamed)
+            if reason is Reason.NOT_A_CA:
+                # OpenSSL says only "invalid CA certificate"; the shape rule
+                # names the cause (v1, CA:FALSE, keyUsage).
+                rules.check_ca_shape(blamed, f"CA certificate {_name(blamed)}")
+            raise PolicyViolation(reason, detail) from exc
+
+    def _prepared_for(
+        self, project_id: str, trust: ProjectTrust
+    ) -> list[_PreparedAnchor]:
+        # A source that caches returns the same ProjectTrust object on each
+        # call, so one identity check replaces a lookup per anchor.
+        with self._lock:
+            cached = self._projects.get(project_id)
+            if cached is not None and cached[0] is trust:
+                self._projects.move_to_end(project_id)
+                return cached[1]
+
+        prepared: dict[str, _PreparedAnchor] = {}
+        for anchor in trust.anchors:
+            entry = self._prepared_anchor(anchor)
+            prepared[entry.fingerprint] = entry
+        anchors = list(prepared.values())
+        with self._lock:
+            self._projects[project_id] = (trust, anchors)
+            while len(self._projects) > MAX_CACHED_PROJECTS:
+                self._projects.popitem(last=False)
+        return anchors
+
+    def _prepared_anchor(self, anchor: Anchor) -> _PreparedAnchor:
+        with self._lock:
+            entry = self._anchors.get(anchor.fingerprint)
+            if entry is not None and entry.certificate == anchor.certificate:
+                self._anchors.move_to_end(anchor.fingerprint)
+                return entry
+
+        actual = fingerprint(anchor.certificate)
+        if actual != anchor.fingerprint:
+            log.error(
+                "anchor fingerprint mismatch ca_id=%s declared=%s actual=%s",
+                anchor.ca_id or "-",
+                anchor.fingerprint,
+                actual,
+            )
+        entry = _PreparedAnchor(
+            certificate=anchor.certificate,
+            fingerprint=actual,
+            der=anchor.certificate.public_bytes(Encoding.DER),
+            openssl=crypto.X509.from_cryptography(anchor.certificate),
+            violation=_anchor_violation(anchor.certificate, actual),
+        )
+        with self._lock:
+            self._anchors[anchor.fingerprint] = entry
+            while len(self._anchors) > MAX_CACHED_ANCHORS:
+                self._anchors.popitem(last=False)
+        return entry
+
+    def _store(self, anchors: Sequence[_PreparedAnchor]) -> crypto.X509Store:
+        key = frozenset(anchor.fingerprint for anchor in anchors)
+        with self._lock:
+            store = self._stores.get(key)
+            if store is not None:
+                self._stores.move_to_end(key)
+                return store
+
+        # OpenSSL locks an X509_STORE internally, so concurrent handshakes
+        # may share one.
+        store = crypto.X509Store()
+        for anchor in anchors:
+            store.add_cert(anchor.openssl)
+        store.set_flags(_STORE_FLAGS)
+        with self._lock:
+            self._stores[key] = store
+            while len(self._stores) > MAX_CACHED_STORES:
+                self._stores.popitem(last=False)
+        return store
+
+
+def _check_leaf(
+    leaf: x509.Certificate, policy: VerificationPolicy, now: dt.datetime
+) -> None:
+    role = "device certificate"
+    rules.check_serial(leaf, role)
+    rules.check_leaf_shape(leaf, require_v3=policy.require_v3)
+    rules.check_key(leaf, role)
+    rules.check_signature_algorithm(leaf, role)
+    rules.check_validity(
+        leaf,
+        now,
+        policy.clock_skew,
+        role=role,
+        expired=Reason.EXPIRED,
+        not_yet_valid=Reason.NOT_YET_VALID,
+    )
+    # Rejected before OpenSSL, which under PARTIAL_CHAIN would trust a
+    # self-signed leaf that is also registered.
+    if rules.is_self_signed(leaf):
+        raise PolicyViolation(Reason.UNKNOWN_CA, "device certificate is self-signed")
+
+
+def _anchor_violation(
+    cert: x509.Certificate, cert_fingerprint: str
+) -> PolicyViolation | None:
+    role = f"registered CA certificate {_name(cert)} ({cert_fingerprint[:16]})"
+    try:
+        rules.check_ca_shape(cert, role)
+        rules.check_serial(cert, role)
+        rules.check_key(cert, role)
+        rules.check_signature_algorithm(cert, role)
+    except PolicyViolation as exc:
+        return exc
+    return None
+
+
+def _anchor_subsets(
+    anchors: list[_PreparedAnchor],
+) -> Iterator[list[_PreparedAnchor]]:
+    """Yield all anchors, then variants that keep one per shared subject."""
+    yield anchors
+
+    by_subject: dict[x509.Name, list[_PreparedAnchor]] = {}
+    for anchor in anchors:
+        by_subject.setdefault(anchor.certificate.subject, []).append(anchor)
+    unique = [group[0] for group in by_subject.values() if len(group) == 1]
+    shared = [group for group in by_subject.values() if len(group) > 1]
+    if not shared:
+        return
+    choices = itertools.product(*shared)
+    for choice in itertools.islice(choices, MAX_ANCHOR_ATTEMPTS):
+        yield unique + list(choice)
+
+
+class _Candidates:
+    """Maps the certificates of an OpenSSL path back to the caller's objects."""
+
+    def __init__(
+        self, leaf: x509.Certificate, untrusted: Sequence[x509.Certificate]
+    ) -> None:
+        self._leaf = leaf
+        self._untrusted = untrusted
+        self._sent_by_der: dict[bytes, tuple[x509.Certificate, str]] | None = None
+
+    def resolve(
+        self, chain: list[crypto.X509], anchors: Sequence[_PreparedAnchor]
+    ) -> list[tuple[x509.Certificate, str]]:
+        """Return (certificate, fingerprint) pairs; the leaf's is left empty."""
+        # Matched by DER, because pyOpenSSL's X509.digest() is several times
+        # slower than an i2d_X509 and a dictionary lookup.
+        registered = {
+            anchor.der: (anchor.certificate, anchor.fingerprint) for anchor in anchors
+        }
+        path = [(self._leaf, "")]
+        for element in chain[1:]:
+            der = crypto.dump_certificate(crypto.FILETYPE_ASN1, element)
+            found = registered.get(der) or self._sent().get(der)
+            if found is None:
+                raise PolicyViolation(
+                    Reason.CHAIN_INVALID,
+                    "OpenSSL returned a path with a certificate that is neither "
+                    "registered nor sent by the device",
+                )
+            path.append(found)
+        return path
+
+    def _sent(self) -> dict[bytes, tuple[x509.Certificate, str]]:
+        if self._sent_by_der is None:
+            self._sent_by_der = {
+                cert.public_bytes(Encoding.DER): (cert, fingerprint(cert))
+                for cert in self._untrusted
+            }
+        return self._sent_by_der
+
+
+def _check_path(
+    path: list[tuple[x509.Certificate, str]],
+    anchors: Sequence[_PreparedAnchor],
+    policy: VerificationPolicy,
+    now: dt.datetime,
+) -> None:
+    registered = {anchor.fingerprint: anchor for anchor in anchors}
+    # OpenSSL returns a one-certificate path only for a leaf in the store.
+    if len(path) < 2 or path[-1][1] not in registered:
+        raise PolicyViolation(
+            Reason.UNKNOWN_CA, "the path does not end at a registered CA certificate"
+        )
+    if len(path) - 1 > policy.max_chain_depth:
+        raise PolicyViolation(
+            Reason.CHAIN_TOO_LONG,
+            f"the path has {len(path) - 1} CA certificates above the device; "
+            f"the project allows at most {policy.max_chain_depth}",
+        )
+
+    for cert, cert_fingerprint in path[1:]:
+        anchor = registered.get(cert_fingerprint)
+        if anchor is not None:
+            role = f"registered CA certificate {_name(cert)} ({cert_fingerprint[:16]})"
+            if anchor.violation is not None:
+                raise anchor.violation
+        else:
+            role = f"CA certificate {_name(cert)} sent by the device"
+            _check_ca_rules(cert, role)
+        rules.check_validity(
+            cert,
+            now,
+            policy.clock_skew,
+            role=role,
+            expired=Reason.CA_EXPIRED,
+            not_yet_valid=Reason.CA_NOT_YET_VALID,
+        )
+
+
+def _check_ca_rules(cert: x509.Certificate, role: str) -> None:
+    rules.check_ca_shape(cert, role)
+    rules.check_serial(cert, role)
+    rules.check_key(cert, role)
+    rules.check_signature_algorithm(cert, role)
+
+
+def check_ca_certificate(
+    cert: x509.Certificate,
+    *,
+    cert_type: Literal["root", "intermediate"],
+    now: dt.datetime | None = None,
+) -> None:
+    """Raise InvalidCertificate unless ``cert`` may be registered as a CA."""
+    if cert_type not in ("root", "intermediate"):
+        raise ValueError(
+            f"cert_type must be 'root' or 'intermediate', not {cert_type!r}"
+        )
+    role = f"{cert_type} certificate {_name(cert)}"
+    try:
+        _check_ca_rules(cert, role)
+        rules.check_critical_extensions(cert, role)
+        if cert_type == "root":
+            _check_root(cert, role)
+        elif rules.is_self_signed(cert):
+            raise PolicyViolation(
+                Reason.INTERMEDIATE_SELF_SIGNED,
+                f"{role} is self-signed; register it as a root",
+            )
+        # A CA that is not valid yet may be registered ahead of time, but
+        # an expired one would only reject chains.
+        checked_at = now or _utcnow()
+        if checked_at > cert.not_valid_after_utc:
+            raise PolicyViolation(
+                Reason.CA_EXPIRED,
+                f"{role} expired at {cert.not_valid_after_utc.isoformat()}",
+            )
+    except PolicyViolation as exc:
+        raise InvalidCertificate(
+            f"cannot use CA certificate: {exc.detail}", reason=exc.reason
+        ) from None
+
+
+def _check_root(cert: x509.Certificate, role: str) -> None:
+    if cert.issuer != cert.subject:
+        raise PolicyViolation(
+            Reason.ROOT_NOT_SELF_SIGNED,
+            f"{role} is issued by {cert.issuer.rfc4514_string()!r}; "
+            "register it as an intermediate",
+        )
+    if not rules.is_self_signed(cert):
+        raise PolicyViolation(
+            Reason.BAD_SIGNATURE, f"{role} has a self-signature that does not verify"
+        )
