@@ -224,7 +224,7 @@ def test_simultaneous_first_connections_make_one_device(db: Database) -> None:
     assert len(device_ids) == CONCURRENT_DEVICES
     assert len(set(device_ids)) == 1
     assert page.total == 1
-    assert page.devices[0].certificate_id == "serial-1"
+    assert page.items[0].certificate_id == "serial-1"
 
 
 def test_simultaneous_adoptions_adopt_once(db: Database) -> None:
@@ -241,7 +241,7 @@ def test_simultaneous_distinct_ids_make_distinct_devices(db: Database) -> None:
     page = list_devices(db, "acme", per_page=1000)
     assert len(set(device_ids)) == CONCURRENT_DEVICES
     assert page.total == CONCURRENT_DEVICES
-    assert {device.certificate_id for device in page.devices} == {
+    assert {device.certificate_id for device in page.items} == {
         f"serial-{index}" for index in range(CONCURRENT_DEVICES)
     }
 

@@ -101,9 +101,9 @@ def test_list_orders_by_name_and_pages(db: Database) -> None:
     first = list_devices(db, "acme", page=0, per_page=2)
     last = list_devices(db, "acme", page=2, per_page=2)
 
-    assert [device.name for device in first.devices] == ["dev-0", "dev-1"]
+    assert [device.name for device in first.items] == ["dev-0", "dev-1"]
     assert first.total == 5
-    assert [device.name for device in last.devices] == ["dev-4"]
+    assert [device.name for device in last.items] == ["dev-4"]
     assert last.total == 5
 
 
@@ -116,9 +116,9 @@ def test_list_filters_by_name_ignoring_case(db: Database) -> None:
     pumps = list_devices(db, "acme", name="PUMP")
     literal = list_devices(db, "acme", name="%_")
 
-    assert [device.name for device in pumps.devices] == ["Pump-North", "pump-south"]
+    assert [device.name for device in pumps.items] == ["Pump-North", "pump-south"]
     assert pumps.total == 2
-    assert [device.name for device in literal.devices] == ["100%_sure"]
+    assert [device.name for device in literal.items] == ["100%_sure"]
 
 
 def test_list_unknown_project_is_not_found(db: Database) -> None:

@@ -54,7 +54,7 @@ def list_(
         )
 
     first = page * per_page
-    shown = len(result.devices)
+    shown = len(result.items)
     table = Table(
         Column("ID", no_wrap=True),
         "Name",
@@ -68,7 +68,7 @@ def list_(
             else f"0 of {result.total}"
         ),
     )
-    for device in result.devices:
+    for device in result.items:
         table.add_row(
             device.id,
             device.name,

@@ -69,7 +69,7 @@ class DeviceRecord:
 class DevicePage:
     """One page of a device listing and the number of matches overall."""
 
-    devices: list[DeviceRecord]
+    items: list[DeviceRecord]
     page: int
     per_page: int
     total: int
@@ -157,7 +157,7 @@ def list_devices(
             .limit(per_page)
         )
         devices = [DeviceRecord.from_row(row) for row in rows]
-    return DevicePage(devices=devices, page=page, per_page=per_page, total=total)
+    return DevicePage(items=devices, page=page, per_page=per_page, total=total)
 
 
 def update_device(
