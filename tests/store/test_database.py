@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,25 @@ def test_data_folder_that_is_a_file_is_store_unavailable(tmp_path: Path) -> None
 def test_sql_error_is_not_store_unavailable(database: Database) -> None:
     with pytest.raises(DBAPIError), database.session() as session:
         session.execute(text("SELECT * FROM no_such_table"))
+
+
+def test_sqlite_reader_does_not_wait_for_writer(tmp_path: Path) -> None:
+    db = Database.open(f"sqlite:///{tmp_path / 'f.db'}")
+    try:
+        with db.session() as writer:
+            writer.execute(
+                text(
+                    "INSERT INTO projects (id, name, require_v3, created_at) "
+                    "VALUES ('p', 'P', false, CURRENT_TIMESTAMP)"
+                )
+            )
+            # The writer holds the write lock until its block ends, so a
+            # reader that also took it would wait the full busy timeout.
+            started = time.monotonic()
+            with db.session(read_only=True) as reader:
+                count = reader.execute(text("SELECT count(*) FROM projects")).scalar()
+            waited = time.monotonic() - started
+    finally:
+        db.dispose()
+    assert count == 0
+    assert waited < 5
