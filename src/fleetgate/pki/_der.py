@@ -55,13 +55,14 @@ def split(der: bytes) -> list[bytes]:
 def _element_size(data: bytes, offset: int) -> int:
     first = data[offset + 1]
     if first < 0x80:
-        return 2 + first
-    count = first & 0x7F
-    length = int.from_bytes(data[offset + 2 : offset + 2 + count], "big")
-    end = 2 + count + length
-    if offset + end > len(data):
+        size = 2 + first
+    else:
+        count = first & 0x7F
+        length = int.from_bytes(data[offset + 2 : offset + 2 + count], "big")
+        size = 2 + count + length
+    if offset + size > len(data):
         raise ValueError("truncated DER element")
-    return end
+    return size
 
 
 def _content(der: bytes) -> bytes:
