@@ -27,8 +27,8 @@ app = typer.Typer(
     help="Make an offline PKI: a root, an intermediate and device certificates.",
     no_args_is_help=True,
 )
-console = Console()
-error_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+error_console = Console(stderr=True, soft_wrap=True)
 
 
 class KeyType(enum.StrEnum):
