@@ -41,6 +41,27 @@ _ALLOWED_SIGNATURES = frozenset(
 _ALLOWED_PSS_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 
 
+class Role:
+    """How a message names a certificate, rendered only when a rule fails.
+
+    Formatting a subject costs microseconds per certificate, which every
+    accepted handshake would otherwise pay.
+    """
+
+    def __init__(
+        self, label: str, cert: x509.Certificate | None = None, note: str = ""
+    ) -> None:
+        self._label = label
+        self._cert = cert
+        self._note = note
+
+    def __str__(self) -> str:
+        if self._cert is None:
+            return self._label
+        subject = self._cert.subject.rfc4514_string()
+        return f"{self._label} {subject!r}{self._note}"
+
+
 class PolicyViolation(Exception):
     """A certificate breaks one rule; ``detail`` names the offending value."""
 
@@ -61,7 +82,7 @@ def describe_key(key: object) -> str:
     return type(key).__name__.removeprefix("_").removesuffix("PublicKey")
 
 
-def check_key(cert: x509.Certificate, role: str) -> None:
+def check_key(cert: x509.Certificate, role: str | Role) -> None:
     """Raise WEAK_KEY unless the public key is on the allow-list."""
     try:
         key = cert.public_key()
@@ -83,7 +104,7 @@ def check_key(cert: x509.Certificate, role: str) -> None:
         )
 
 
-def check_signature_algorithm(cert: x509.Certificate, role: str) -> None:
+def check_signature_algorithm(cert: x509.Certificate, role: str | Role) -> None:
     """Raise WEAK_SIGNATURE unless the signature algorithm is allowed."""
     oid = cert.signature_algorithm_oid
     if oid in _ALLOWED_SIGNATURES:
@@ -104,7 +125,7 @@ def check_signature_algorithm(cert: x509.Certificate, role: str) -> None:
     )
 
 
-def check_serial(cert: x509.Certificate, role: str) -> None:
+def check_serial(cert: x509.Certificate, role: str | Role) -> None:
     """Raise BAD_SERIAL unless the serial number is positive (RFC 5280, 4.1.2.2)."""
     if cert.serial_number <= 0:
         raise PolicyViolation(
@@ -113,7 +134,7 @@ def check_serial(cert: x509.Certificate, role: str) -> None:
         )
 
 
-def read_extensions(cert: x509.Certificate, role: str) -> x509.Extensions:
+def read_extensions(cert: x509.Certificate, role: str | Role) -> x509.Extensions:
     """Return the parsed extensions, raising MALFORMED_CERTIFICATE if invalid."""
     try:
         return cert.extensions
@@ -123,7 +144,7 @@ def read_extensions(cert: x509.Certificate, role: str) -> x509.Extensions:
         ) from exc
 
 
-def check_ca_shape(cert: x509.Certificate, role: str) -> None:
+def check_ca_shape(cert: x509.Certificate, role: str | Role) -> None:
     """Raise unless ``cert`` is a v3 CA certificate that may sign certificates."""
     # basicConstraints exists only in v3 (RFC 5280, section 4.1.2.1).
     if cert.version != x509.Version.v3:
@@ -190,7 +211,7 @@ def check_validity(
     now: dt.datetime,
     skew: dt.timedelta,
     *,
-    role: str,
+    role: str | Role,
     expired: Reason,
     not_yet_valid: Reason,
 ) -> None:
@@ -224,7 +245,7 @@ def is_self_signed(cert: x509.Certificate) -> bool:
     return True
 
 
-def check_critical_extensions(cert: x509.Certificate, role: str) -> None:
+def check_critical_extensions(cert: x509.Certificate, role: str | Role) -> None:
     """Raise unless every critical extension is one that is understood.
 
     RFC 5280, section 4.2: a certificate with a critical extension that

@@ -129,8 +129,8 @@ class _PreparedAnchor:
     violation: PolicyViolation | None
 
 
-def _name(cert: x509.Certificate) -> str:
-    return repr(cert.subject.rfc4514_string())
+def _registered_role(cert: x509.Certificate, cert_fingerprint: str) -> rules.Role:
+    return rules.Role("registered CA certificate", cert, f" ({cert_fingerprint[:16]})")
 
 
 def _utcnow() -> dt.datetime:
@@ -215,9 +215,12 @@ class ChainVerifier:
                 f"project {subject.project_id!r} has no enabled CA certificates",
             )
 
+        sent = [(cert, cert.public_bytes(Encoding.DER)) for cert in untrusted]
         openssl_leaf = crypto.X509.from_cryptography(leaf)
-        openssl_untrusted = [crypto.X509.from_cryptography(c) for c in untrusted]
-        candidates = _Candidates(leaf, untrusted)
+        openssl_untrusted = [
+            crypto.load_certificate(crypto.FILETYPE_ASN1, der) for _, der in sent
+        ]
+        candidates = _Candidates(leaf, sent)
         first_violation: PolicyViolation | None = None
         for attempt, subset in enumerate(_anchor_subsets(anchors)):
             try:
@@ -253,7 +256,7 @@ class ChainVerifier:
             if reason is Reason.NOT_A_CA:
                 # OpenSSL says only "invalid CA certificate"; the shape rule
                 # names the cause (v1, CA:FALSE, keyUsage).
-                rules.check_ca_shape(blamed, f"CA certificate {_name(blamed)}")
+                rules.check_ca_shape(blamed, rules.Role("CA certificate", blamed))
             raise PolicyViolation(reason, detail) from exc
 
     def _prepared_for(
@@ -352,7 +355,7 @@ def _check_leaf(
 def _anchor_violation(
     cert: x509.Certificate, cert_fingerprint: str
 ) -> PolicyViolation | None:
-    role = f"registered CA certificate {_name(cert)} ({cert_fingerprint[:16]})"
+    role = _registered_role(cert, cert_fingerprint)
     try:
         rules.check_ca_shape(cert, role)
         rules.check_serial(cert, role)
@@ -385,10 +388,10 @@ class _Candidates:
     """Maps the certificates of an OpenSSL path back to the caller's objects."""
 
     def __init__(
-        self, leaf: x509.Certificate, untrusted: Sequence[x509.Certificate]
+        self, leaf: x509.Certificate, sent: list[tuple[x509.Certificate, bytes]]
     ) -> None:
         self._leaf = leaf
-        self._untrusted = untrusted
+        self._sent_certificates = sent
         self._sent_by_der: dict[bytes, tuple[x509.Certificate, str]] | None = None
 
     def resolve(
@@ -416,8 +419,7 @@ class _Candidates:
     def _sent(self) -> dict[bytes, tuple[x509.Certificate, str]]:
         if self._sent_by_der is None:
             self._sent_by_der = {
-                cert.public_bytes(Encoding.DER): (cert, fingerprint(cert))
-                for cert in self._untrusted
+                der: (cert, fingerprint(cert)) for cert, der in self._sent_certificates
             }
         return self._sent_by_der
 
@@ -444,11 +446,11 @@ def _check_path(
     for cert, cert_fingerprint in path[1:]:
         anchor = registered.get(cert_fingerprint)
         if anchor is not None:
-            role = f"registered CA certificate {_name(cert)} ({cert_fingerprint[:16]})"
+            role = _registered_role(cert, cert_fingerprint)
             if anchor.violation is not None:
                 raise anchor.violation
         else:
-            role = f"CA certificate {_name(cert)} sent by the device"
+            role = rules.Role("CA certificate", cert, " sent by the device")
             _check_ca_rules(cert, role)
         rules.check_validity(
             cert,
@@ -460,7 +462,7 @@ def _check_path(
         )
 
 
-def _check_ca_rules(cert: x509.Certificate, role: str) -> None:
+def _check_ca_rules(cert: x509.Certificate, role: rules.Role) -> None:
     rules.check_ca_shape(cert, role)
     rules.check_serial(cert, role)
     rules.check_key(cert, role)
@@ -478,7 +480,7 @@ def check_ca_certificate(
         raise ValueError(
             f"cert_type must be 'root' or 'intermediate', not {cert_type!r}"
         )
-    role = f"{cert_type} certificate {_name(cert)}"
+    role = rules.Role(f"{cert_type} certificate", cert)
     try:
         _check_ca_rules(cert, role)
         rules.check_critical_extensions(cert, role)
@@ -503,7 +505,7 @@ def check_ca_certificate(
         ) from None
 
 
-def _check_root(cert: x509.Certificate, role: str) -> None:
+def _check_root(cert: x509.Certificate, role: rules.Role) -> None:
     if cert.issuer != cert.subject:
         raise PolicyViolation(
             Reason.ROOT_NOT_SELF_SIGNED,
