@@ -20,6 +20,7 @@ every connection is a full handshake with a fresh chain verification.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -116,17 +117,15 @@ class DtlsSession:
         if self.state is SessionState.CLOSED:
             return
         if notify and self.state is SessionState.ESTABLISHED:
-            try:
+            with contextlib.suppress(SSL.Error):
                 self._connection.shutdown()
-            except SSL.Error:
-                pass
             self.flush()
         self._cancel_timer()
         previous = self.state
         self.state = SessionState.CLOSED
-        self.listener.session_ended(self, was_established=(
-            previous is SessionState.ESTABLISHED
-        ))
+        self.listener.session_ended(
+            self, was_established=(previous is SessionState.ESTABLISHED)
+        )
 
     def flush(self) -> None:
         """Send every record OpenSSL has written, packed to the MTU."""
@@ -274,7 +273,10 @@ class DtlsListener(asyncio.DatagramProtocol):
                 log.warning(
                     "session table full, handshake dropped peer=%s:%s "
                     "max_sessions=%d dropped=%d",
-                    address[0], address[1], self.max_sessions, self._dropped_full,
+                    address[0],
+                    address[1],
+                    self.max_sessions,
+                    self._dropped_full,
                 )
             return
         session = DtlsSession(self, self.context, address)
@@ -298,7 +300,8 @@ class DtlsListener(asyncio.DatagramProtocol):
         """Hand a freshly established session to the application."""
         log.debug(
             "handshake completed peer=%s:%s cipher=%s",
-            session.address[0], session.address[1],
+            session.address[0],
+            session.address[1],
             session.connection.get_cipher_name(),
         )
         self.application.session_established(session)
@@ -310,7 +313,9 @@ class DtlsListener(asyncio.DatagramProtocol):
         else:
             log.debug(
                 "handshake failed peer=%s:%s error=%s",
-                session.address[0], session.address[1], exc,
+                session.address[0],
+                session.address[1],
+                exc,
             )
 
     def session_ended(self, session: DtlsSession, *, was_established: bool) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,11 @@ CIPHERS = ":".join(
         "ECDHE-RSA-CHACHA20-POLY1305",
         "@SECLEVEL=0",
     ]
+)
+
+# Keeps each context's cffi verify callback alive as long as the context.
+_VERIFY_CALLBACKS: weakref.WeakKeyDictionary[SSL.Context, Any] = (
+    weakref.WeakKeyDictionary()
 )
 
 # pyOpenSSL names no DTLS version constants; this is OpenSSL's DTLS1_2_VERSION.
@@ -95,13 +101,15 @@ def build_server_context(
     """Create a DTLS 1.2 server context that requires client certificates."""
     context = SSL.Context(SSL.DTLS_SERVER_METHOD)
     context.set_min_proto_version(DTLS1_2_VERSION)
-    context.set_options(
-        SSL.OP_NO_QUERY_MTU
-        | SSL.OP_COOKIE_EXCHANGE
-        | SSL.OP_NO_RENEGOTIATION
-        | SSL.OP_NO_TICKET
-        | SSL.OP_CIPHER_SERVER_PREFERENCE
-    )
+    for option in (
+        SSL.OP_NO_QUERY_MTU,
+        SSL.OP_COOKIE_EXCHANGE,
+        SSL.OP_NO_RENEGOTIATION,
+        SSL.OP_NO_TICKET,
+        SSL.OP_CIPHER_SERVER_PREFERENCE,
+    ):
+        if option is not None:  # None where the OpenSSL build lacks it
+            context.set_options(option)
     context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     context.set_cipher_list(CIPHERS.encode())
     context.use_certificate_chain_file(str(credentials.certificate_chain))
@@ -131,18 +139,18 @@ def _install_verify_callback(context: SSL.Context, authenticate: Authenticator) 
 
     callback = _ffi.callback("int (*)(int, X509_STORE_CTX *)", verify)
     # A collected callback would leave OpenSSL calling freed memory.
-    context._fleetgate_verify_callback = callback  # type: ignore[attr-defined]
+    _VERIFY_CALLBACKS[context] = callback
     mode = _lib.SSL_VERIFY_PEER | _lib.SSL_VERIFY_FAIL_IF_NO_PEER_CERT
-    _lib.SSL_CTX_set_verify(context._context, mode, callback)  # type: ignore[attr-defined]
+    _lib.SSL_CTX_set_verify(context._context, mode, callback)
     # The policy bounds the chain; this only stops OpenSSL building absurd ones.
-    _lib.SSL_CTX_set_verify_depth(context._context, 16)  # type: ignore[attr-defined]
+    _lib.SSL_CTX_set_verify_depth(context._context, 16)
 
 
 def _verify(store_ctx: Any, authenticate: Authenticator) -> int:
     ssl_ptr = _lib.X509_STORE_CTX_get_ex_data(
         store_ctx, _lib.SSL_get_ex_data_X509_STORE_CTX_idx()
     )
-    connection = SSL.Connection._reverse_mapping[ssl_ptr]  # type: ignore[attr-defined]
+    connection = SSL.Connection._reverse_mapping[ssl_ptr]
     session = connection.get_app_data()
 
     # OpenSSL calls back once per certificate and once per error; the
@@ -180,7 +188,7 @@ def _built_chain(store_ctx: Any) -> list[x509.Certificate]:
             # get1_chain took a reference on each certificate; the wrapper
             # releases it when collected.
             raw = _lib.sk_X509_value(stack, index)
-            wrapped = crypto.X509._from_raw_x509_ptr(raw)  # type: ignore[attr-defined]
+            wrapped = crypto.X509._from_raw_x509_ptr(raw)
             chain.append(wrapped.to_cryptography())
         return chain
     finally:

@@ -1,0 +1,297 @@
+"""The CoAP message layer over established DTLS sessions (RFC 7252).
+
+Each session gets a :class:`DeviceLink`: it binds the session to a
+device record (the association rule runs once, right after the
+handshake), then serves the device's requests one at a time, in order,
+so that a POST followed by a GET reads its own write.
+
+Message-layer duties handled here: piggybacked responses to confirmable
+requests, non-confirmable responses to non-confirmable ones, a reset for
+an empty confirmable message (a CoAP ping, section 4.3), deduplication
+of retransmitted requests within the exchange lifetime (section 4.5),
+4.02 for unrecognised critical options (section 5.4.1), and a reset for
+a confirmable message that cannot be parsed (section 4.2).
+
+aiocoap is used as a codec only (``Message.decode``/``encode``); its
+transports are not, because plugging a custom DTLS transport into it
+relies on private API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import struct
+import time
+from collections.abc import Awaitable, Callable
+
+from aiocoap.error import UnparsableMessage
+from aiocoap.message import Message
+from aiocoap.numbers.codes import Code
+from aiocoap.numbers.optionnumbers import OptionNumber
+from aiocoap.numbers.types import Type
+
+from fleetgate.errors import DeviceRejected, FleetgateError
+from fleetgate.gateway.dtls import DtlsSession
+from fleetgate.gateway.resources import (
+    CoapRequest,
+    CoapResponse,
+    ConnectedDevice,
+    Router,
+)
+from fleetgate.gateway.tls import session_identity
+
+log = logging.getLogger(__name__)
+
+# RFC 7252 section 4.8.2: EXCHANGE_LIFETIME with default parameters.
+EXCHANGE_LIFETIME = 247.0
+# Remembered exchanges per session; a device rarely has more than a few
+# requests in flight, so this bounds memory without losing duplicates.
+DEDUPLICATION_WINDOW = 32
+# Requests queued behind the one being served before new ones are shed.
+MAX_QUEUED_REQUESTS = 16
+
+HANDLED_OPTIONS = frozenset(
+    {
+        OptionNumber.URI_HOST,
+        OptionNumber.URI_PORT,
+        OptionNumber.URI_PATH,
+        OptionNumber.URI_QUERY,
+        OptionNumber.CONTENT_FORMAT,
+        OptionNumber.ACCEPT,
+        OptionNumber.OBSERVE,
+        OptionNumber.ETAG,
+        OptionNumber.SIZE1,
+        OptionNumber.SIZE2,
+        OptionNumber.MAX_AGE,
+    }
+)
+
+Associator = Callable[[object], Awaitable[ConnectedDevice]]
+
+
+class DeviceLink:
+    """The CoAP side of one established session."""
+
+    def __init__(self, endpoint: CoapEndpoint, session: DtlsSession) -> None:
+        self.endpoint = endpoint
+        self.session = session
+        self.device: ConnectedDevice | None = None
+        self._queue: asyncio.Queue[Message] = asyncio.Queue(MAX_QUEUED_REQUESTS)
+        # message ID -> (time received, encoded response or None while busy)
+        self._exchanges: collections.OrderedDict[int, tuple[float, bytes | None]] = (
+            collections.OrderedDict()
+        )
+        peer = f"{session.address[0]}:{session.address[1]}"
+        self._worker = asyncio.get_running_loop().create_task(
+            self._serve(), name=f"fleetgate-coap-{peer}"
+        )
+
+    def receive(self, payload: bytes) -> None:
+        """Take one CoAP message from the peer."""
+        try:
+            message = Message.decode(payload)
+        except UnparsableMessage:
+            self._reset_unparsable(payload)
+            return
+
+        if message.code is Code.EMPTY:
+            if message.mtype is Type.CON:
+                self._send(_empty(Type.RST, message.mid))
+            return
+        if message.mtype in (Type.ACK, Type.RST):
+            return  # acknowledgements of server-initiated messages
+        if not message.code.is_request():
+            return
+
+        if self._is_duplicate(message):
+            return
+        try:
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            log.warning(
+                "request queue full, request dropped peer=%s:%s",
+                *self.session.address,
+            )
+            self._exchanges.pop(message.mid, None)
+
+    def close(self) -> None:
+        """Stop serving; pending requests are dropped."""
+        self._worker.cancel()
+
+    async def _serve(self) -> None:
+        identity = session_identity(self.session.connection)
+        try:
+            self.device = await self.endpoint.associate(identity)
+        except DeviceRejected as exc:
+            log.warning(
+                "device refused peer=%s:%s %s",
+                self.session.address[0],
+                self.session.address[1],
+                exc.log_fields(),
+            )
+            self.session.close(notify=True)
+            return
+        except FleetgateError as exc:
+            log.error("cannot associate device: %s", exc)
+            self.session.close(notify=True)
+            return
+
+        while True:
+            message = await self._queue.get()
+            response = await self._respond(message)
+            self._send(response, remember=message)
+
+    async def _respond(self, message: Message) -> Message:
+        assert self.device is not None
+        response = await self._dispatch(self.device, message)
+        reply = Message(code=response.code, payload=response.payload)
+        if response.content_format is not None:
+            reply.opt.content_format = response.content_format
+        if response.max_age is not None:
+            reply.opt.max_age = response.max_age
+        reply.token = message.token
+        reply.mid = message.mid
+        if message.mtype is Type.CON:
+            reply.mtype = Type.ACK
+        else:
+            reply.mtype = Type.NON
+            reply.mid = self.session_next_mid()
+        return reply
+
+    async def _dispatch(
+        self, device: ConnectedDevice, message: Message
+    ) -> CoapResponse:
+        unknown = [
+            int(option.number)
+            for option in message.opt.option_list()
+            if option.number.is_critical() and option.number not in HANDLED_OPTIONS
+        ]
+        if unknown:
+            return CoapResponse.diagnostic(
+                Code.BAD_OPTION, f"unsupported critical options {unknown}"
+            )
+        path = tuple(message.opt.uri_path)
+        handler = self.endpoint.router.resolve(path)
+        if handler is None:
+            return CoapResponse.diagnostic(
+                Code.NOT_FOUND, f"no resource at /{'/'.join(path)}"
+            )
+        request = CoapRequest(
+            device=device,
+            method=message.code,
+            path=path,
+            payload=message.payload,
+            content_format=_int_or_none(message.opt.content_format),
+            accept=_int_or_none(message.opt.accept),
+            observe=message.opt.observe,
+            query=tuple(message.opt.uri_query),
+        )
+        try:
+            return await handler(request)
+        except FleetgateError as exc:
+            return CoapResponse.diagnostic(_coap_code(exc.coap_code), exc.message)
+        except Exception:
+            log.exception(
+                "request failed project=%s device=%s path=/%s",
+                device.project_id,
+                device.device_id,
+                "/".join(path),
+            )
+            return CoapResponse.diagnostic(
+                Code.INTERNAL_SERVER_ERROR, "internal error, see the server log"
+            )
+
+    def session_next_mid(self) -> int:
+        """Return a fresh message ID for a server-initiated message."""
+        return self.endpoint.next_mid()
+
+    def _is_duplicate(self, message: Message) -> bool:
+        now = time.monotonic()
+        while self._exchanges:
+            mid, (received, _) = next(iter(self._exchanges.items()))
+            if now - received < EXCHANGE_LIFETIME and (
+                len(self._exchanges) < DEDUPLICATION_WINDOW
+            ):
+                break
+            del self._exchanges[mid]
+
+        seen = self._exchanges.get(message.mid)
+        if seen is None:
+            self._exchanges[message.mid] = (now, None)
+            return False
+        cached = seen[1]
+        if cached is not None:
+            self.session.send(cached)
+        return True
+
+    def _send(self, message: Message, *, remember: Message | None = None) -> None:
+        encoded = message.encode()
+        if remember is not None and remember.mid in self._exchanges:
+            received, _ = self._exchanges[remember.mid]
+            self._exchanges[remember.mid] = (received, encoded)
+        self.session.send(encoded)
+
+    def _reset_unparsable(self, payload: bytes) -> None:
+        log.debug("unparsable CoAP message peer=%s:%s", *self.session.address)
+        if len(payload) >= 4:
+            first, _, mid = struct.unpack_from("!BBH", payload)
+            if first >> 6 == 1 and (first >> 4) & 0x3 == Type.CON:
+                self._send(_empty(Type.RST, mid))
+
+
+class CoapEndpoint:
+    """Serves CoAP over every established DTLS session of a listener."""
+
+    def __init__(self, router: Router, associate: Associator) -> None:
+        self.router = router
+        self.associate = associate
+        self._links: dict[int, DeviceLink] = {}
+        self._mid = int.from_bytes(os.urandom(2), "big")
+
+    def next_mid(self) -> int:
+        """Return the next message ID for a message the server originates."""
+        self._mid = (self._mid + 1) & 0xFFFF
+        return self._mid
+
+    def session_established(self, session: DtlsSession) -> None:
+        """Start a device link for ``session``."""
+        link = DeviceLink(self, session)
+        session.application_state = link
+        self._links[id(session)] = link
+
+    def datagram_received(self, session: DtlsSession, payload: bytes) -> None:
+        """Pass one decrypted CoAP message to the session's link."""
+        link = self._links.get(id(session))
+        if link is not None:
+            link.receive(payload)
+
+    def session_closed(self, session: DtlsSession) -> None:
+        """Stop the link of a closed session."""
+        link = self._links.pop(id(session), None)
+        if link is not None:
+            link.close()
+
+    @property
+    def link_count(self) -> int:
+        """Number of sessions currently served."""
+        return len(self._links)
+
+
+def _empty(mtype: Type, mid: int) -> Message:
+    message = Message(code=Code.EMPTY)
+    message.mtype = mtype
+    message.mid = mid
+    return message
+
+
+def _int_or_none(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _coap_code(dotted: str) -> Code:
+    """Map a dotted code such as ``"4.04"`` to its ``Code`` (RFC 7252 3)."""
+    klass, detail = dotted.split(".")
+    return Code(int(klass) << 5 | int(detail))

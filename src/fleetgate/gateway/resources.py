@@ -1,0 +1,157 @@
+"""Requests, responses and routing for the device-facing CoAP resources.
+
+A service sees a decoded :class:`CoapRequest` from an authenticated,
+associated device and returns a :class:`CoapResponse`; message IDs,
+tokens, retransmissions and encryption are the endpoint's business.
+Routing is by the first Uri-Path segment (``.d``, ``.s``, ``v1``...),
+which is how Golioth's firmware SDK addresses its services.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import cbor2
+from aiocoap.numbers.codes import Code
+
+from fleetgate.errors import InvalidInput
+
+# CoAP Content-Formats (RFC 7252 section 12.3, RFC 8949).
+TEXT_PLAIN = 0
+OCTET_STREAM = 42
+JSON = 50
+CBOR = 60
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectedDevice:
+    """The device behind an established session."""
+
+    project_id: str
+    device_id: str
+    device_name: str
+    certificate_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CoapRequest:
+    """One request from a device, with the options services look at."""
+
+    device: ConnectedDevice
+    method: Code
+    path: tuple[str, ...]
+    payload: bytes = b""
+    content_format: int | None = None
+    accept: int | None = None
+    observe: int | None = None
+    query: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class CoapResponse:
+    """A response code, body and the options that go with it."""
+
+    code: Code
+    payload: bytes = b""
+    content_format: int | None = None
+    max_age: int | None = None
+
+    @classmethod
+    def diagnostic(cls, code: Code, message: str) -> CoapResponse:
+        """Return an error response whose body explains it (RFC 7252 5.5.2)."""
+        return cls(code, message.encode("utf-8"), TEXT_PLAIN)
+
+
+Handler = Callable[[CoapRequest], Awaitable[CoapResponse]]
+
+
+class Router:
+    """Dispatches requests to services by their first path segment."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, Handler] = {}
+
+    def add(self, prefix: str, handler: Handler) -> None:
+        """Route requests whose first path segment is ``prefix`` to ``handler``."""
+        if prefix in self._routes:
+            raise ValueError(f"cannot add route {prefix!r}: already routed")
+        self._routes[prefix] = handler
+
+    def resolve(self, path: tuple[str, ...]) -> Handler | None:
+        """Return the handler for ``path``, or None when nothing serves it."""
+        if not path:
+            return None
+        return self._routes.get(path[0])
+
+
+def decode_body(payload: bytes, content_format: int | None) -> Any:
+    """Decode a JSON or CBOR request body; no Content-Format means JSON."""
+    if content_format in (None, JSON):
+        try:
+            return json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidInput(f"cannot decode body: invalid JSON ({exc})") from exc
+    if content_format == CBOR:
+        try:
+            value = cbor2.loads(payload)
+        except (cbor2.CBORDecodeError, ValueError) as exc:
+            raise InvalidInput(f"cannot decode body: invalid CBOR ({exc})") from exc
+        return _json_compatible(value)
+    raise UnsupportedContentFormat(content_format)
+
+
+def encode_body(value: Any, accept: int | None) -> tuple[bytes, int]:
+    """Encode ``value`` as CBOR when the device accepts it, JSON otherwise."""
+    if accept == CBOR:
+        return cbor2.dumps(value), CBOR
+    if accept not in (None, JSON):
+        raise NotAcceptable(accept)
+    return json.dumps(value, separators=(",", ":")).encode("utf-8"), JSON
+
+
+class UnsupportedContentFormat(InvalidInput):
+    """A request body is in a Content-Format the resource does not take."""
+
+    coap_code = "4.15"
+
+    def __init__(self, content_format: int | None) -> None:
+        super().__init__(
+            f"cannot decode body: unsupported Content-Format {content_format}, "
+            f"send JSON ({JSON}) or CBOR ({CBOR})"
+        )
+
+
+class NotAcceptable(InvalidInput):
+    """The Accept option names a format the resource cannot produce."""
+
+    coap_code = "4.06"
+
+    def __init__(self, accept: int | None) -> None:
+        super().__init__(
+            f"cannot encode response: Accept {accept} is not supported, "
+            f"accept JSON ({JSON}) or CBOR ({CBOR})"
+        )
+
+
+def _json_compatible(value: Any) -> Any:
+    """Check that a CBOR value can be stored as JSON (string keys, no bytes)."""
+    if isinstance(value, dict):
+        result = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidInput(
+                    f"cannot store CBOR map key {key!r}: keys must be text strings"
+                )
+            result[key] = _json_compatible(item)
+        return result
+    if isinstance(value, list):
+        return [_json_compatible(item) for item in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise InvalidInput(
+        f"cannot store CBOR value of type {type(value).__name__}: "
+        "only maps, arrays, text, numbers, booleans and null are stored"
+    )

@@ -1,0 +1,169 @@
+"""The device gateway: DTLS listener, chain verification, association, services.
+
+:class:`Gateway` wires the parts together for ``fleetgate serve``: it
+verifies each peer chain inside the handshake against the anchors of
+the project the leaf names, associates the verified device with its
+record right after the handshake, and routes its CoAP requests.
+
+Every refused device is logged at WARNING with ``project``, ``cert_id``,
+``reason`` and ``fingerprint`` fields; the certificate itself and any
+key material never reach the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import socket
+from collections.abc import Sequence
+
+from cryptography import x509
+from OpenSSL import SSL
+
+from fleetgate import provisioning
+from fleetgate.config import GatewaySettings
+from fleetgate.errors import ChainRejected, InvalidInput
+from fleetgate.gateway.coap import CoapEndpoint
+from fleetgate.gateway.dtls import DtlsListener, DtlsSession
+from fleetgate.gateway.resources import ConnectedDevice, Router
+from fleetgate.gateway.services.state import StateService
+from fleetgate.gateway.tls import ServerCredentials, build_server_context
+from fleetgate.gateway.trust import TrustCache
+from fleetgate.pki.verify import ChainVerifier, VerifiedDevice
+from fleetgate.store import certificates
+from fleetgate.store.database import Database
+
+log = logging.getLogger(__name__)
+
+
+class GatewayState(enum.Enum):
+    """Lifecycle of a :class:`Gateway`."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class Gateway:
+    """Serves devices over CoAP/DTLS on one UDP port."""
+
+    def __init__(
+        self,
+        db: Database,
+        credentials: ServerCredentials,
+        settings: GatewaySettings,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.state = GatewayState.CREATED
+        self.trust = TrustCache(lambda project: certificates.trust_for(db, project))
+        self.verifier = ChainVerifier(self.trust)
+        self.router = Router()
+        self.router.add(".d", StateService(db).handle)
+        self.endpoint = CoapEndpoint(self.router, self._associate)
+        self.context = build_server_context(
+            credentials,
+            self._authenticate,
+            verify_cookie=_verify_cookie,
+            generate_cookie=_generate_cookie,
+        )
+        self.listener: DtlsListener | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound UDP address; the port is real even when 0 was asked for."""
+        if self._transport is None:
+            raise RuntimeError("cannot tell the address: the gateway is not running")
+        sockname = self._transport.get_extra_info("sockname")
+        return str(sockname[0]), int(sockname[1])
+
+    async def start(self) -> None:
+        """Bind the UDP socket and start accepting handshakes."""
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        if family == socket.AF_INET6:
+            # Serve IPv4 peers too when bound to "::".
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((self.settings.host, self.settings.port))
+
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: DtlsListener(
+                self.context,
+                self.endpoint,
+                mtu=self.settings.mtu,
+                max_sessions=self.settings.max_sessions,
+                idle_timeout=self.settings.idle_timeout.total_seconds(),
+                handshake_timeout=self.settings.handshake_timeout.total_seconds(),
+            ),
+            sock=sock,
+        )
+        self._transport = transport
+        self.listener = protocol
+        self.state = GatewayState.RUNNING
+        host, port = self.address
+        log.info("device gateway listening on udp %s port %d", host, port)
+
+    async def stop(self) -> None:
+        """Close every session with close_notify and release the socket."""
+        if self.listener is not None:
+            self.listener.close()
+        self.state = GatewayState.STOPPED
+        log.info("device gateway stopped")
+
+    def _authenticate(
+        self,
+        session: object,
+        leaf: x509.Certificate,
+        untrusted: Sequence[x509.Certificate],
+    ) -> VerifiedDevice:
+        try:
+            return self.verifier.verify(leaf, untrusted)
+        except ChainRejected as exc:
+            peer = getattr(session, "address", ("-", 0))
+            log.warning(
+                "device refused peer=%s:%s %s", peer[0], peer[1], exc.log_fields()
+            )
+            raise
+
+    async def _associate(self, identity: object) -> ConnectedDevice:
+        if not isinstance(identity, VerifiedDevice):
+            raise InvalidInput("cannot associate: the session has no verified identity")
+        device = await asyncio.to_thread(
+            provisioning.associate,
+            self.db,
+            project_id=identity.project_id,
+            certificate_id=identity.certificate_id,
+            fingerprint=identity.fingerprint,
+            not_after=identity.not_after,
+        )
+        log.debug(
+            "device connected project=%s cert_id=%s device=%s",
+            identity.project_id,
+            identity.certificate_id,
+            device.device_id,
+        )
+        return ConnectedDevice(
+            project_id=identity.project_id,
+            device_id=device.device_id,
+            device_name=device.name,
+            certificate_id=identity.certificate_id,
+        )
+
+
+def _session(connection: SSL.Connection) -> DtlsSession:
+    session = connection.get_app_data()
+    assert isinstance(session, DtlsSession)
+    return session
+
+
+def _verify_cookie(connection: SSL.Connection, cookie: bytes) -> bool:
+    session = _session(connection)
+    return session.listener.cookies.check(session.address, cookie)
+
+
+def _generate_cookie(connection: SSL.Connection) -> bytes:
+    session = _session(connection)
+    return session.listener.cookies.issue(session.address)
