@@ -1,12 +1,15 @@
 """Per-certificate rules of the verification policy, on top of OpenSSL.
 
 OpenSSL builds the path and checks signatures, but it accepts key types
-and signature algorithms that Fleetgate does not (DSA, P-192, SHA-1 and
-MD5 all pass an ``X509_STORE`` check), serial number zero, and outside
-strict mode a trust anchor without basicConstraints (a v1 root, for
-example). These rules close those gaps. Each failed rule raises
-:class:`PolicyViolation` with a stable reason code; the caller adds the
-context (project, certificate ID, fingerprint) and picks the error class.
+and signature algorithms that Fleetgate does not: with the OpenSSL 4.0
+bundled in cryptography 50, DSA and P-192 keys and SHA-1 and MD5
+signatures all pass an ``X509_STORE`` check, as does serial number zero.
+Outside strict mode it also accepts a trust anchor without
+basicConstraints, such as a v1 root. These rules close those gaps.
+
+Each failed rule raises :class:`PolicyViolation` with a stable reason
+code. The caller adds the context (project, certificate ID, fingerprint)
+and picks the error class.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ MIN_RSA_BITS = 2048
 ALLOWED_CURVES = frozenset({"secp256r1", "secp384r1"})
 ALLOWED_KEYS = "ECDSA P-256 or P-384, Ed25519, or RSA of at least 2048 bits"
 
-# No MD5, no SHA-1 (both have practical collision attacks) and no
-# algorithm Fleetgate has not been tested with.
+# An allow-list: MD5 and SHA-1 have practical collision attacks, and any
+# algorithm not listed here is rejected as well.
 _ALLOWED_SIGNATURES = frozenset(
     {
         SignatureAlgorithmOID.ECDSA_WITH_SHA256,
@@ -42,10 +45,10 @@ _ALLOWED_PSS_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 
 
 class Role:
-    """How a message names a certificate, rendered only when a rule fails.
+    """A certificate's description in messages, rendered only on failure.
 
-    Formatting a subject costs microseconds per certificate, which every
-    accepted handshake would otherwise pay.
+    Formatting a subject takes a few microseconds, which every accepted
+    handshake would otherwise spend on each CA certificate.
     """
 
     def __init__(
@@ -63,7 +66,7 @@ class Role:
 
 
 class PolicyViolation(Exception):
-    """A certificate breaks one rule; ``detail`` names the offending value."""
+    """One broken rule: a reason code and a detail naming the value."""
 
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(detail)

@@ -61,7 +61,8 @@ def generate_key(key_type: KeyType = "ec-p256") -> PrivateKey:
 
 
 def _hash_for(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | None:
-    # Ed25519 signs the message itself; P-384 pairs with SHA-384 (RFC 5480).
+    # Ed25519 takes no separate hash. P-384 keys sign with SHA-384 so that
+    # the hash is as strong as the curve.
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return None
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
@@ -267,9 +268,9 @@ def _add_device_extensions(
 def _write_new(path: Path, content: bytes, mode: int, *, overwrite: bool) -> None:
     if overwrite:
         path.unlink(missing_ok=True)
-    # O_EXCL creates the file with ``mode`` or fails: the key is never
-    # readable by others, not even between open and chmod, and an existing
-    # file or symlink is never followed.
+    # With O_EXCL the file is created with ``mode`` or not at all, so a key
+    # is never readable by others, even briefly, and an existing file or
+    # symlink is never followed.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as file:
         file.write(content)

@@ -1,7 +1,7 @@
 """Device chain verification: OpenSSL path building plus project policy.
 
 :class:`ChainVerifier` runs inside the DTLS handshake, so it is
-synchronous and does no I/O; the anchors come from an
+synchronous and does no I/O. The anchors come from an
 :class:`AnchorSource` that keeps them in memory. A chain is accepted
 when all of these hold:
 
