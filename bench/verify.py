@@ -2,10 +2,10 @@
 
 Run by hand: ``python bench/verify.py [--iterations N]``. Both sides
 verify the same P-256 chains against a registered root. The bare check
-gets pre-converted pyOpenSSL objects and a ready store, so it is the
-floor that OpenSSL alone sets; the full check starts from pyca/cryptography
+gets pre-converted pyOpenSSL objects and a ready store, so it measures
+what OpenSSL alone costs. The full check starts from pyca/cryptography
 certificates and applies the whole policy. "sent" counts the certificates
-the device presents (the leaf and any intermediates).
+the device presents: the leaf and any intermediates.
 """
 
 from __future__ import annotations
