@@ -257,3 +257,48 @@ def test_expired_certificate_is_refused(
     assert "certificate expired" in result.output.lower(), result.output
     assert "cert_id=expired-0001 reason=expired" in project_server.log()
     assert device_names(data_dir, PROJECT) == []
+
+
+def test_preprovisioned_device_is_adopted(
+    project_server: RunningServer, recipe: Path, data_dir: Path
+) -> None:
+    fleetgate(data_dir, "device", "create", "--project", PROJECT, CERT_ID)
+
+    result = coap_client(
+        project_server, ".d", cert=recipe / "device.pem", key=recipe / "device.key"
+    )
+
+    assert json.loads(result.stdout.strip()) == {}, result.output
+    assert device_names(data_dir, PROJECT) == [
+        {"name": CERT_ID, "certificate_id": CERT_ID}
+    ]
+    assert f"device adopted project={PROJECT}" in project_server.log()
+
+
+def test_disabled_device_is_refused(
+    project_server: RunningServer, recipe: Path, data_dir: Path
+) -> None:
+    cert, key = recipe / "device.pem", recipe / "device.key"
+    coap_client(project_server, ".d", cert=cert, key=key)
+    device_id = device_ids(data_dir, PROJECT)[CERT_ID]
+    fleetgate(data_dir, "device", "disable", "--project", PROJECT, device_id)
+
+    result = coap_client(project_server, ".d", cert=cert, key=key)
+
+    assert "4.03" in result.output, result.output
+    assert f"cert_id={CERT_ID} reason=device_disabled" in project_server.log()
+
+
+def device_ids(data_dir: Path, project: str) -> dict[str, str]:
+    """Map certificate IDs to device IDs in ``project``."""
+    from fleetgate.config import Settings
+    from fleetgate.store import devices
+    from fleetgate.store.database import Database
+
+    db = Database.open(Settings(data_dir=data_dir).resolved_database_url)
+    try:
+        return {
+            str(d.certificate_id): d.id for d in devices.list_devices(db, project).items
+        }
+    finally:
+        db.dispose()

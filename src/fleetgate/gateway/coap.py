@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import os
 import struct
@@ -52,6 +53,11 @@ EXCHANGE_LIFETIME = 247.0
 DEDUPLICATION_WINDOW = 32
 # Requests queued behind the one being served before new ones are shed.
 MAX_QUEUED_REQUESTS = 16
+# How long a refused device's requests are answered (4.03, 5.03) before
+# its session is closed.
+REFUSAL_GRACE_SECONDS = 2.0
+# Max-Age of a 5.03 answer: when the device may retry (RFC 7252 5.9.3.4).
+RETRY_AFTER_SECONDS = 30
 
 HANDLED_OPTIONS = frozenset(
     {
@@ -132,33 +138,60 @@ class DeviceLink:
                 self.session.address[1],
                 exc.log_fields(),
             )
-            self.session.close(notify=True)
+            await self._answer_all_then_close(
+                CoapResponse.diagnostic(Code.FORBIDDEN, exc.message)
+            )
             return
         except FleetgateError as exc:
-            log.error("cannot associate device: %s", exc)
-            self.session.close(notify=True)
+            log.error(
+                "cannot associate device peer=%s:%s reason=%s error=%s",
+                self.session.address[0],
+                self.session.address[1],
+                exc.reason,
+                exc,
+            )
+            unavailable = CoapResponse.diagnostic(
+                Code.SERVICE_UNAVAILABLE, "cannot associate the device, retry later"
+            )
+            await self._answer_all_then_close(
+                dataclasses.replace(unavailable, max_age=RETRY_AFTER_SECONDS)
+            )
             return
 
         while True:
             message = await self._queue.get()
-            response = await self._respond(message)
-            self._send(response, remember=message)
+            response = await self._dispatch(self.device, message)
+            self._send(self._reply(message, response), remember=message)
 
-    async def _respond(self, message: Message) -> Message:
-        assert self.device is not None
-        response = await self._dispatch(self.device, message)
+    async def _answer_all_then_close(self, response: CoapResponse) -> None:
+        """Answer every request for a short while with ``response``, then close.
+
+        The device learns why it is refused from a CoAP response, which it
+        reports, instead of from a session that silently goes away.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REFUSAL_GRACE_SECONDS
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                message = await asyncio.wait_for(self._queue.get(), remaining)
+            except TimeoutError:
+                break
+            self._send(self._reply(message, response), remember=message)
+        self.session.close(notify=True)
+
+    def _reply(self, message: Message, response: CoapResponse) -> Message:
         reply = Message(code=response.code, payload=response.payload)
         if response.content_format is not None:
             reply.opt.content_format = response.content_format
         if response.max_age is not None:
             reply.opt.max_age = response.max_age
         reply.token = message.token
-        reply.mid = message.mid
         if message.mtype is Type.CON:
             reply.mtype = Type.ACK
+            reply.mid = message.mid
         else:
             reply.mtype = Type.NON
-            reply.mid = self.session_next_mid()
+            reply.mid = self.endpoint.next_mid()
         return reply
 
     async def _dispatch(
@@ -203,10 +236,6 @@ class DeviceLink:
             return CoapResponse.diagnostic(
                 Code.INTERNAL_SERVER_ERROR, "internal error, see the server log"
             )
-
-    def session_next_mid(self) -> int:
-        """Return a fresh message ID for a server-initiated message."""
-        return self.endpoint.next_mid()
 
     def _is_duplicate(self, message: Message) -> bool:
         now = time.monotonic()
