@@ -1,6 +1,6 @@
 """Settings shared by every command: where data lives and how to reach it.
 
-A data directory holds the embedded SQLite database and the development
+A data directory contains the embedded SQLite database and the development
 server PKI. ``--database-url`` points elsewhere (PostgreSQL in
 production); the data directory is still used for the server PKI.
 """
@@ -19,7 +19,7 @@ DATABASE_URL_ENV = "FLEETGATE_DATABASE_URL"
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Where Fleetgate keeps its state."""
+    """Locations of Fleetgate's state: data directory and database URL."""
 
     data_dir: Path = DEFAULT_DATA_DIR
     database_url: str | None = None
@@ -53,8 +53,8 @@ class GatewaySettings:
 
     host: str = "::"
     port: int = 5684
-    # Largest datagram the gateway sends; 1280 is the IPv6 minimum MTU,
-    # minus IP and UDP headers, so no flight is fragmented by the network.
+    # Maximum datagram the gateway sends: the IPv6 minimum MTU of 1280
+    # minus IP and UDP headers, so that no flight is fragmented in transit.
     mtu: int = 1232
     idle_timeout: dt.timedelta = dt.timedelta(minutes=5)
     max_sessions: int = 10_000

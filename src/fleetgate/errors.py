@@ -1,6 +1,6 @@
 """Exceptions raised by Fleetgate, and the stable reason codes they carry.
 
-Every error knows how it is rendered to each audience: an HTTP status for
+Every error carries how it is rendered to each audience: an HTTP status for
 the management API, a CoAP response code for a device request, and a
 stable ``reason`` string for logs and metrics. The tree::
 
@@ -108,7 +108,7 @@ class Conflict(FleetgateError):
 
 
 class DeviceRejected(FleetgateError):
-    """A device may not connect or act; carries who it claimed to be."""
+    """A device may not connect or act, with the identity it claimed."""
 
     http_status = 403
     coap_code = "4.03"
