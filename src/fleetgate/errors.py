@@ -7,10 +7,18 @@ stable ``reason`` string for logs and metrics. The tree::
     FleetgateError
      +-- InvalidInput            400, CoAP 4.00   a value breaks a documented rule
      |    +-- InvalidCertificate                   a certificate cannot be used
+     |    +-- InvalidCsr                           a CSR is malformed or unsigned
+     |         +-- CsrPolicyViolation 422, CoAP 4.22   its key or algorithm is refused
      +-- NotFound                404, CoAP 4.04
      +-- Conflict                409, CoAP 4.09   a unique name or ID is taken
+     +-- Unauthenticated         401              no valid API key was sent
+     +-- Forbidden               403              the API key may not do this
      +-- DeviceRejected          403, CoAP 4.03   a device may not connect
      |    +-- ChainRejected                        its certificate chain failed
+     +-- RateLimited             429, CoAP 4.29   too many requests; retry_after
+     +-- NoIssuingProvider       501, CoAP 5.01   the project's provider cannot issue
+     +-- ProviderFailed          502, CoAP 5.00   the PKI provider refused or broke
+     +-- ProviderUnavailable     503, CoAP 5.03   the PKI provider is busy; retry_after
      +-- StoreUnavailable        503, CoAP 5.03   the database cannot be reached
 
 Messages read "cannot <action>: <reason>" and name the offending value.
@@ -31,6 +39,17 @@ class Reason(enum.StrEnum):
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
     STORE_UNAVAILABLE = "store_unavailable"
+    INVALID_BASE64 = "invalid_base64"
+    INVALID_REQUEST = "invalid_request"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    INTERNAL_ERROR = "internal_error"
+
+    # Management API keys.
+    MISSING_API_KEY = "missing_api_key"
+    INVALID_API_KEY = "invalid_api_key"
+    REVOKED_API_KEY = "revoked_api_key"
+    ADMIN_KEY_REQUIRED = "admin_key_required"
 
     # Certificates and chains.
     MALFORMED_CERTIFICATE = "malformed_certificate"
@@ -58,9 +77,21 @@ class Reason(enum.StrEnum):
     UNHANDLED_CRITICAL_EXTENSION = "unhandled_critical_extension"
     REVOKED = "revoked"
     CHAIN_INVALID = "chain_invalid"
+    CA_ALREADY_REGISTERED = "ca_already_registered"
 
     # Devices.
     DEVICE_DISABLED = "device_disabled"
+
+    # Certificate signing requests and their issuing.
+    MALFORMED_CSR = "malformed_csr"
+    BAD_CSR_SIGNATURE = "bad_csr_signature"
+    CSR_WRONG_PROJECT = "csr_wrong_project"
+    CSR_WRONG_CERTIFICATE_ID = "csr_wrong_certificate_id"
+    RATE_LIMITED = "rate_limited"
+    NO_ISSUING_PROVIDER = "no_issuing_provider"
+    PROVIDER_FAILED = "provider_failed"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    CERTIFICATE_ID_IMMUTABLE = "certificate_id_immutable"
 
 
 class FleetgateError(Exception):
@@ -91,6 +122,21 @@ class InvalidCertificate(InvalidInput):
     reason = Reason.MALFORMED_CERTIFICATE
 
 
+class InvalidCsr(InvalidInput):
+    """A certificate signing request cannot be parsed or its signature fails."""
+
+    reason = Reason.MALFORMED_CSR
+
+
+class CsrPolicyViolation(InvalidCsr):
+    """A well-formed CSR whose key or signature algorithm the policy refuses."""
+
+    http_status = 422
+    # RFC 8132, section 5.3: the request is understood but cannot be served.
+    coap_code = "4.22"
+    reason = Reason.WEAK_KEY
+
+
 class NotFound(FleetgateError, LookupError):
     """The named project, CA certificate, device or path does not exist."""
 
@@ -105,6 +151,20 @@ class Conflict(FleetgateError):
     http_status = 409
     coap_code = "4.09"
     reason = Reason.CONFLICT
+
+
+class Unauthenticated(FleetgateError):
+    """A management API request carries no API key, or one that is not valid."""
+
+    http_status = 401
+    reason = Reason.INVALID_API_KEY
+
+
+class Forbidden(FleetgateError):
+    """A valid API key lacks the rights for a request (admin-only actions)."""
+
+    http_status = 403
+    reason = Reason.ADMIN_KEY_REQUIRED
 
 
 class DeviceRejected(FleetgateError):
@@ -150,3 +210,43 @@ class StoreUnavailable(FleetgateError):
     http_status = 503
     coap_code = "5.03"
     reason = Reason.STORE_UNAVAILABLE
+
+
+class RateLimited(FleetgateError):
+    """Too many requests; a slot frees in ``retry_after`` seconds."""
+
+    http_status = 429
+    coap_code = "4.29"
+    reason = Reason.RATE_LIMITED
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NoIssuingProvider(FleetgateError):
+    """The project's PKI provider does not issue certificates."""
+
+    http_status = 501
+    coap_code = "5.01"
+    reason = Reason.NO_ISSUING_PROVIDER
+
+
+class ProviderFailed(FleetgateError):
+    """The PKI provider refused a request or is misconfigured; do not retry."""
+
+    http_status = 502
+    coap_code = "5.00"
+    reason = Reason.PROVIDER_FAILED
+
+
+class ProviderUnavailable(FleetgateError):
+    """The PKI provider is throttling or unreachable; retry after ``retry_after``."""
+
+    http_status = 503
+    coap_code = "5.03"
+    reason = Reason.PROVIDER_UNAVAILABLE
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -43,6 +43,10 @@ _ALLOWED_SIGNATURES = frozenset(
 )
 _ALLOWED_PSS_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 
+# The key and signature rules apply alike to certificates and to the
+# certificate signing requests that devices send for rotation.
+Signed = x509.Certificate | x509.CertificateSigningRequest
+
 
 class Role:
     """A certificate's description in messages, rendered only on failure.
@@ -85,7 +89,7 @@ def describe_key(key: object) -> str:
     return type(key).__name__.removeprefix("_").removesuffix("PublicKey")
 
 
-def check_key(cert: x509.Certificate, role: str | Role) -> None:
+def check_key(cert: Signed, role: str | Role) -> None:
     """Raise WEAK_KEY unless the public key is on the allow-list."""
     try:
         key = cert.public_key()
@@ -107,7 +111,7 @@ def check_key(cert: x509.Certificate, role: str | Role) -> None:
         )
 
 
-def check_signature_algorithm(cert: x509.Certificate, role: str | Role) -> None:
+def check_signature_algorithm(cert: Signed, role: str | Role) -> None:
     """Raise WEAK_SIGNATURE unless the signature algorithm is allowed."""
     oid = cert.signature_algorithm_oid
     if oid in _ALLOWED_SIGNATURES:
