@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,7 @@ _UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 # BUSY 5, LOCKED 6, READONLY 8, IOERR 10, CORRUPT 11, FULL 13,
 # CANTOPEN 14 and NOTADB 26.
 _SQLITE_UNAVAILABLE_CODES = frozenset({5, 6, 8, 10, 11, 13, 14, 26})
+_SQLITE_BUSY = 5
 
 
 def create_engine_for(url: str) -> Engine:
@@ -129,8 +132,8 @@ def _create_sqlite_engine(url: URL) -> Engine:
         # below decides how each transaction starts.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _enable_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         # In WAL mode NORMAL loses no committed data on a process crash,
         # only on power loss, and saves an fsync per commit.
@@ -145,6 +148,24 @@ def _create_sqlite_engine(url: URL) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _enable_wal(cursor: sqlite3.Cursor) -> None:
+    # Switching a new file to WAL needs an exclusive lock. When other
+    # connections use the file at that moment, SQLite can report
+    # "database is locked" at once instead of waiting for busy_timeout
+    # (seen when four engines migrate one new file), so retry here.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF == _SQLITE_BUSY
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+        else:
+            return
 
 
 def migrate(engine: Engine) -> None:
