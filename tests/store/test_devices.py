@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleetgate.errors import Conflict, InvalidInput, NotFound
+from fleetgate.errors import Conflict, InvalidInput, NotFound, Reason
 from fleetgate.store.database import Database
 from fleetgate.store.devices import (
     create_device,
@@ -204,3 +204,67 @@ def test_delete_from_other_project_is_not_found(db: Database) -> None:
     with pytest.raises(NotFound):
         delete_device(db, "other", device.id)
     assert get_device(db, "acme", device.id).id == device.id
+
+
+def test_list_filters_by_exact_name(db: Database) -> None:
+    create_device(db, "acme", "pump-1")
+    create_device(db, "acme", "pump-10")
+    page = list_devices(db, "acme", exact_name="pump-1")
+    assert [device.name for device in page.items] == ["pump-1"]
+    assert page.total == 1
+
+
+def test_certificate_id_change_has_its_own_reason(db: Database) -> None:
+    device = create_device(db, "acme", "a", certificate_id="serial-1")
+    with pytest.raises(Conflict) as caught:
+        set_certificate_id(db, "acme", device.id, "serial-2")
+    assert caught.value.reason is Reason.CERTIFICATE_ID_IMMUTABLE
+
+
+def test_update_adds_and_removes_labels(db: Database) -> None:
+    device = create_device(db, "acme", "a", hardware_ids=["h1", "h2"], tags=["t1"])
+    updated = update_device(
+        db,
+        "acme",
+        device.id,
+        add_hardware_ids=["h3", "h1"],
+        remove_hardware_ids=["h2"],
+        add_tags=["t2"],
+        remove_tags=["t1", "absent"],
+    )
+    assert updated.hardware_ids == ("h1", "h3")
+    assert updated.tags == ("t2",)
+
+
+def test_labels_drop_repeats(db: Database) -> None:
+    device = create_device(db, "acme", "a", tags=["t", "t", "u"])
+    assert device.tags == ("t", "u")
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        pytest.param([""], id="fail/empty"),
+        pytest.param([" t"], id="fail/white-space"),
+        pytest.param(["x" * 201], id="fail/too-long"),
+        pytest.param([f"t{index}" for index in range(101)], id="fail/too-many"),
+        pytest.param("tag", id="fail/string-not-list"),
+    ],
+)
+def test_invalid_tags_are_rejected(db: Database, tags: list[str]) -> None:
+    with pytest.raises(InvalidInput):
+        create_device(db, "acme", "a", tags=tags)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        pytest.param({"x": float("nan")}, id="fail/nan"),
+        pytest.param({"x": "y" * 20_000}, id="fail/too-large"),
+        pytest.param(["not", "an", "object"], id="fail/not-object"),
+    ],
+)
+def test_invalid_metadata_is_rejected(db: Database, metadata: object) -> None:
+    device = create_device(db, "acme", "a")
+    with pytest.raises(InvalidInput):
+        update_device(db, "acme", device.id, metadata=metadata)  # type: ignore[arg-type]

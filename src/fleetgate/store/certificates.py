@@ -19,7 +19,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fleetgate.errors import Conflict, InvalidCertificate, InvalidInput, NotFound
+from fleetgate.errors import (
+    Conflict,
+    InvalidCertificate,
+    InvalidInput,
+    NotFound,
+    Reason,
+)
 from fleetgate.pki.identity import fingerprint, load_certificates
 from fleetgate.pki.rules import is_self_signed
 from fleetgate.pki.verify import (
@@ -28,6 +34,7 @@ from fleetgate.pki.verify import (
     VerificationPolicy,
     check_ca_certificate,
 )
+from fleetgate.store import audit
 from fleetgate.store.database import Database
 from fleetgate.store.models import CaCertificate, Project
 from fleetgate.store.projects import require_project
@@ -92,6 +99,7 @@ def add_ca_certificate(
     cert_type: CertType | None = None,
     source: str = "upload",
     now: dt.datetime | None = None,
+    actor: str | None = None,
 ) -> CaCertificateRecord:
     """Check one PEM or DER CA certificate and register it in a project.
 
@@ -99,6 +107,7 @@ def add_ca_certificate(
     other an intermediate. Raises InvalidCertificate when the file does
     not hold exactly one usable CA certificate, NotFound for an unknown
     project and Conflict when the project already has this certificate.
+    With ``actor`` the registration is audited.
     """
     certificates = load_certificates(encoded)
     if len(certificates) != 1:
@@ -133,7 +142,8 @@ def add_ca_certificate(
     )
     duplicate = Conflict(
         f"cannot add CA certificate to project {project_id!r}: "
-        f"fingerprint {digest} is already registered"
+        f"fingerprint {digest} is already registered",
+        reason=Reason.CA_ALREADY_REGISTERED,
     )
     try:
         with db.session() as session:
@@ -147,6 +157,9 @@ def add_ca_certificate(
             if taken is not None:
                 raise duplicate
             session.add(row)
+            session.flush()
+            if actor is not None:
+                _audit(session, actor, "ca.create", row)
     except IntegrityError as exc:
         # Another process registered the same certificate in between.
         raise duplicate from exc
@@ -174,19 +187,32 @@ def get_ca_certificate(
 
 
 def set_ca_certificate_enabled(
-    db: Database, project_id: str, ca_id: str, enabled: bool
+    db: Database,
+    project_id: str,
+    ca_id: str,
+    enabled: bool,
+    *,
+    actor: str | None = None,
 ) -> CaCertificateRecord:
     """Enable or disable a CA certificate as a trust anchor."""
     with db.session() as session:
         row = _require_ca(session, project_id, ca_id)
+        changed = row.enabled != enabled
         row.enabled = enabled
+        if actor is not None and changed:
+            _audit(session, actor, "ca.enable" if enabled else "ca.disable", row)
         return CaCertificateRecord.from_row(row)
 
 
-def delete_ca_certificate(db: Database, project_id: str, ca_id: str) -> None:
+def delete_ca_certificate(
+    db: Database, project_id: str, ca_id: str, *, actor: str | None = None
+) -> None:
     """Remove a CA certificate from a project, or raise NotFound."""
     with db.session() as session:
-        session.delete(_require_ca(session, project_id, ca_id))
+        row = _require_ca(session, project_id, ca_id)
+        session.delete(row)
+        if actor is not None:
+            _audit(session, actor, "ca.delete", row)
 
 
 def trust_for(db: Database, project_id: str) -> ProjectTrust | None:
@@ -232,6 +258,22 @@ def _require_ca(session: Session, project_id: str, ca_id: str) -> CaCertificate:
             f"cannot find CA certificate {ca_id!r} in project {project_id!r}"
         )
     return row
+
+
+def _audit(session: Session, actor: str, action: str, row: CaCertificate) -> None:
+    audit.record(
+        session,
+        actor=actor,
+        action=action,
+        project_id=row.project_id,
+        target_type="certificate",
+        target_id=row.id,
+        details={
+            "certType": row.cert_type,
+            "subject": row.subject,
+            "fingerprint": row.fingerprint,
+        },
+    )
 
 
 def _checked_name(field: str, name: x509.Name, digest: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,12 +22,18 @@ from sqlalchemy.orm import Session
 
 from fleetgate.errors import Conflict, InvalidInput, NotFound
 from fleetgate.pki.identity import validate_certificate_id
+from fleetgate.store import audit
 from fleetgate.store.database import Database
 from fleetgate.store.models import Device
 from fleetgate.store.projects import require_project
 
 MAX_NAME_LENGTH = 200
 MAX_PER_PAGE = 1000
+# Bounds on one device record: at most about 56 KB of hardware IDs,
+# tags and metadata together.
+MAX_LABELS = 100
+MAX_LABEL_LENGTH = 200
+MAX_METADATA_BYTES = 16 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,11 +91,13 @@ def create_device(
     hardware_ids: Sequence[str] = (),
     tags: Sequence[str] = (),
     metadata: dict[str, Any] | None = None,
+    actor: str | None = None,
 ) -> DeviceRecord:
     """Create a device ahead of its first connection.
 
     Raises NotFound for an unknown project and Conflict when the name or
-    certificate ID is taken in the project.
+    certificate ID is taken in the project. With ``actor`` the creation
+    is audited.
     """
     name = validate_device_name(name)
     if certificate_id is not None:
@@ -99,14 +108,23 @@ def create_device(
         name=name,
         certificate_id=certificate_id,
         enabled=True,
-        hardware_ids=list(hardware_ids),
-        tags=list(tags),
-        metadata_=dict(metadata or {}),
+        hardware_ids=validate_labels("hardware ID", hardware_ids),
+        tags=validate_labels("tag", tags),
+        metadata_=validate_metadata(metadata or {}),
     )
     try:
         with db.session() as session:
             require_project(session, project_id)
             session.add(row)
+            session.flush()
+            if actor is not None:
+                _audit(
+                    session,
+                    actor,
+                    "device.create",
+                    row,
+                    {"name": name, "certificateId": certificate_id},
+                )
     except IntegrityError as exc:
         raise Conflict(
             f"cannot create device {name!r} in project {project_id!r}: "
@@ -126,13 +144,14 @@ def list_devices(
     project_id: str,
     *,
     name: str | None = None,
+    exact_name: str | None = None,
     page: int = 0,
     per_page: int = 100,
 ) -> DevicePage:
     """Return one page of a project's devices, ordered by name.
 
-    ``name`` keeps the devices whose name contains it, ignoring case.
-    Pages count from 0.
+    ``name`` keeps the devices whose name contains it, ignoring case,
+    and ``exact_name`` the device named exactly so. Pages count from 0.
     """
     if page < 0:
         raise InvalidInput(f"cannot list devices: page {page} is negative")
@@ -146,6 +165,8 @@ def list_devices(
         condition = condition & func.lower(Device.name).contains(
             name.lower(), autoescape=True
         )
+    if exact_name is not None:
+        condition = condition & (Device.name == exact_name)
     with db.session(read_only=True) as session:
         require_project(session, project_id)
         total = session.scalar(select(func.count()).where(condition)) or 0
@@ -171,35 +192,61 @@ def update_device(
     hardware_ids: Sequence[str] | None = None,
     tags: Sequence[str] | None = None,
     metadata: dict[str, Any] | None = None,
+    add_hardware_ids: Sequence[str] = (),
+    remove_hardware_ids: Sequence[str] = (),
+    add_tags: Sequence[str] = (),
+    remove_tags: Sequence[str] = (),
+    actor: str | None = None,
 ) -> DeviceRecord:
     """Change the given fields of a device and leave those that are None.
 
     A certificate ID can be set once. Setting a different one on a
     device that has one raises Conflict, and so does a name or
-    certificate ID that another device of the project has.
+    certificate ID that another device of the project has. The ``add_``
+    and ``remove_`` lists edit the hardware IDs and tags after any full
+    replacement. With ``actor`` the change is audited, naming the fields
+    that changed.
     """
     if name is not None:
         name = validate_device_name(name)
     if certificate_id is not None:
         certificate_id = validate_certificate_id(certificate_id)
+    if metadata is not None:
+        metadata = validate_metadata(metadata)
 
     try:
         with db.session() as session:
             row = require_device(session, project_id, device_id, for_update=True)
+            before = DeviceRecord.from_row(row)
             if certificate_id is not None:
                 row.certificate_id = certificate_id
             if name is not None:
                 row.name = name
             if enabled is not None:
                 row.enabled = enabled
-            if hardware_ids is not None:
-                row.hardware_ids = list(hardware_ids)
-            if tags is not None:
-                row.tags = list(tags)
+            row.hardware_ids = _edited_labels(
+                "hardware ID",
+                row.hardware_ids if hardware_ids is None else hardware_ids,
+                add_hardware_ids,
+                remove_hardware_ids,
+            )
+            row.tags = _edited_labels(
+                "tag", row.tags if tags is None else tags, add_tags, remove_tags
+            )
             if metadata is not None:
-                row.metadata_ = dict(metadata)
+                row.metadata_ = metadata
             session.flush()
-            return DeviceRecord.from_row(row)
+            after = DeviceRecord.from_row(row)
+            changed = _changed_fields(before, after)
+            if actor is not None and changed:
+                details: dict[str, Any] = {
+                    "changed": [_AUDITED_FIELDS[field] for field in changed]
+                }
+                for field in ("name", "enabled", "certificate_id"):
+                    if field in changed:
+                        details[_AUDITED_FIELDS[field]] = getattr(after, field)
+                _audit(session, actor, "device.update", row, details)
+            return after
     except IntegrityError as exc:
         raise Conflict(
             f"cannot update device {device_id!r} in project {project_id!r}: "
@@ -208,27 +255,45 @@ def update_device(
 
 
 def set_certificate_id(
-    db: Database, project_id: str, device_id: str, certificate_id: str
+    db: Database,
+    project_id: str,
+    device_id: str,
+    certificate_id: str,
+    *,
+    actor: str | None = None,
 ) -> DeviceRecord:
     """Set a device's certificate ID, which can be done once.
 
     Setting the same value again changes nothing. Another value raises
     Conflict.
     """
-    return update_device(db, project_id, device_id, certificate_id=certificate_id)
+    return update_device(
+        db, project_id, device_id, certificate_id=certificate_id, actor=actor
+    )
 
 
 def set_device_enabled(
-    db: Database, project_id: str, device_id: str, enabled: bool
+    db: Database,
+    project_id: str,
+    device_id: str,
+    enabled: bool,
+    *,
+    actor: str | None = None,
 ) -> DeviceRecord:
     """Enable or disable a device. A disabled device cannot connect."""
-    return update_device(db, project_id, device_id, enabled=enabled)
+    return update_device(db, project_id, device_id, enabled=enabled, actor=actor)
 
 
-def delete_device(db: Database, project_id: str, device_id: str) -> None:
+def delete_device(
+    db: Database, project_id: str, device_id: str, *, actor: str | None = None
+) -> None:
     """Remove a device and its state, or raise NotFound."""
     with db.session() as session:
-        session.delete(require_device(session, project_id, device_id))
+        row = require_device(session, project_id, device_id)
+        session.delete(row)
+        if actor is not None:
+            details = {"name": row.name, "certificateId": row.certificate_id}
+            _audit(session, actor, "device.delete", row, details)
 
 
 def require_device(
@@ -263,3 +328,98 @@ def validate_device_name(name: str) -> str:
             f"cannot use device name {name!r}: it contains control characters"
         )
     return name
+
+
+def validate_labels(kind: str, values: Sequence[str]) -> list[str]:
+    """Return hardware IDs or tags as a list without repeats, or raise InvalidInput."""
+    if isinstance(values, str):
+        raise InvalidInput(f"cannot use {kind}s {values!r}: expected a list")
+    labels: list[str] = []
+    for value in values:
+        if not isinstance(value, str) or not value or value != value.strip():
+            raise InvalidInput(
+                f"cannot use {kind} {value!r}: expected a non-empty string "
+                "without leading or trailing white space"
+            )
+        if len(value) > MAX_LABEL_LENGTH or not value.isprintable():
+            raise InvalidInput(
+                f"cannot use {kind} {value[:40]!r}: expected at most "
+                f"{MAX_LABEL_LENGTH} printable characters"
+            )
+        if value not in labels:
+            labels.append(value)
+    if len(labels) > MAX_LABELS:
+        raise InvalidInput(
+            f"cannot use {len(labels)} {kind}s: the maximum is {MAX_LABELS}"
+        )
+    return labels
+
+
+def validate_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of device metadata, a JSON object, or raise InvalidInput."""
+    if not isinstance(metadata, dict):
+        raise InvalidInput(
+            "cannot use device metadata: expected a JSON object, "
+            f"not {type(metadata).__name__}"
+        )
+    # PostgreSQL's json type rejects NaN and infinity, so every backend
+    # rejects them alike.
+    try:
+        encoded = json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"cannot use device metadata: not JSON ({exc})") from exc
+    if len(encoded) > MAX_METADATA_BYTES:
+        raise InvalidInput(
+            f"cannot use device metadata of {len(encoded)} bytes: "
+            f"the maximum is {MAX_METADATA_BYTES}"
+        )
+    copied: dict[str, Any] = json.loads(encoded)
+    return copied
+
+
+# Device fields whose changes are audited, under their management API names.
+_AUDITED_FIELDS = {
+    "name": "name",
+    "enabled": "enabled",
+    "certificate_id": "certificateId",
+    "hardware_ids": "hardwareIds",
+    "tags": "tagIds",
+    "metadata": "metadata",
+}
+
+
+def _changed_fields(before: DeviceRecord, after: DeviceRecord) -> list[str]:
+    return [
+        field
+        for field in _AUDITED_FIELDS
+        if getattr(before, field) != getattr(after, field)
+    ]
+
+
+def _edited_labels(
+    kind: str,
+    current: Sequence[str],
+    added: Sequence[str],
+    removed: Sequence[str],
+) -> list[str]:
+    removed_set = set(validate_labels(kind, removed))
+    remaining = [label for label in current if label not in removed_set]
+    return validate_labels(kind, [*remaining, *validate_labels(kind, added)])
+
+
+def _audit(
+    session: Session,
+    actor: str,
+    action: str,
+    row: Device,
+    details: dict[str, Any],
+) -> None:
+    audit.record(
+        session,
+        actor=actor,
+        action=action,
+        project_id=row.project_id,
+        target_type="device",
+        target_id=row.id,
+        details=details,
+    )

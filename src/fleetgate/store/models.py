@@ -3,6 +3,7 @@
 Uniqueness that the association rule depends on is enforced by the
 database, never by application code alone: (project, certificate ID) and
 (project, name) for devices, (project, fingerprint) for CA certificates.
+The audit log has no foreign keys, so its entries outlive what they name.
 Timestamps are stored in UTC; :class:`UtcDateTime` restores the time zone
 that SQLite drops.
 """
@@ -28,7 +29,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 from sqlalchemy.types import TypeDecorator
 
-from fleetgate.errors import Conflict
+from fleetgate.errors import Conflict, Reason
 
 
 def new_id() -> str:
@@ -148,7 +149,8 @@ class Device(Base):
         if current is not None and value != current:
             raise Conflict(
                 f"cannot change certificate ID of device {self.id}: "
-                f"it is {current!r}, and a certificate ID never changes"
+                f"it is {current!r}, and a certificate ID never changes",
+                reason=Reason.CERTIFICATE_ID_IMMUTABLE,
             )
         return value
 
@@ -164,3 +166,46 @@ class DeviceState(Base):
     document: Mapped[Any] = mapped_column(JSON, default=dict)
     revision: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    """A management API key; ``project_id`` None makes it an admin key.
+
+    Only the SHA-256 of the key is stored. The ``prefix`` is the key's
+    first characters, which select the candidate rows and are shown in
+    listings so that people can tell their keys apart.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=new_id)
+    project_id: Mapped[str | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    # Lowercase hex SHA-256 of the whole key as sent in requests.
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class AuditEntry(Base):
+    """One management action: who did what to which record, and when."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # None for actions outside any project, such as creating an admin key.
+    project_id: Mapped[str | None] = mapped_column(
+        String(63), nullable=True, index=True
+    )
+    # The ID of the API key that acted, or "cli" for the command line.
+    actor: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(String(128))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from fleetgate.errors import Conflict, InvalidInput, NotFound
 from fleetgate.pki.identity import validate_project_id
+from fleetgate.store import audit
 from fleetgate.store.database import Database
 from fleetgate.store.models import Project
 
@@ -47,11 +48,12 @@ def create_project(
     *,
     name: str | None = None,
     require_v3: bool = False,
+    actor: str | None = None,
 ) -> ProjectRecord:
     """Create a project whose name defaults to its ID.
 
     Raises InvalidInput for an ID outside ``[a-z0-9][a-z0-9-]{0,62}`` and
-    Conflict when the ID is taken.
+    Conflict when the ID is taken. With ``actor`` the creation is audited.
     """
     project_id = validate_project_id(project_id)
     display_name = project_id if name is None else _validate_name(name)
@@ -60,6 +62,16 @@ def create_project(
     try:
         with db.session() as session:
             session.add(row)
+            if actor is not None:
+                audit.record(
+                    session,
+                    actor=actor,
+                    action="project.create",
+                    project_id=project_id,
+                    target_type="project",
+                    target_id=project_id,
+                    details={"name": display_name, "requireV3": require_v3},
+                )
     except IntegrityError as exc:
         raise Conflict(
             f"cannot create project {project_id!r}: the ID is already taken"

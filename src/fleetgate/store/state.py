@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fleetgate.errors import InvalidInput, NotFound
+from fleetgate.store import audit
 from fleetgate.store.database import Database
 from fleetgate.store.models import Device, DeviceState, utcnow
 
@@ -64,12 +65,14 @@ def set_state(
     value: Any,
     *,
     project_id: str | None = None,
+    actor: str | None = None,
 ) -> int:
     """Store ``value`` at ``path`` and return the new revision.
 
     Missing objects on the way are created, and a non-object on the way
     is replaced by an object. The empty path replaces the whole document,
-    which must then be an object.
+    which must then be an object. With ``actor`` the change is audited
+    by path, without the value.
     """
     steps = _validate_path(path)
     _validate_value(value, steps)
@@ -93,6 +96,8 @@ def set_state(
                     parent[key] = child
                 parent = child
             parent[steps[-1]] = copy.deepcopy(value)
+        if actor is not None:
+            _audit(session, actor, "state.set", device_id, project_id, steps)
         return _write(state, document)
 
 
@@ -103,12 +108,13 @@ def delete_state(
     *,
     project_id: str | None = None,
     missing_ok: bool = False,
+    actor: str | None = None,
 ) -> int:
     """Remove the value at ``path`` and return the document's revision.
 
     Raises NotFound when nothing is there, unless ``missing_ok``, in
     which case the document and its revision stay as they are. The empty
-    path empties the whole document.
+    path empties the whole document. With ``actor`` a removal is audited.
     """
     steps = _validate_path(path)
 
@@ -129,6 +135,8 @@ def delete_state(
             del parent[steps[-1]]
         else:
             document = {}
+        if actor is not None:
+            _audit(session, actor, "state.delete", device_id, project_id, steps)
         return _write(state, document)
 
 
@@ -152,6 +160,25 @@ def _write(state: DeviceState, document: dict[str, Any]) -> int:
     state.revision = (state.revision or 0) + 1
     state.updated_at = utcnow()
     return state.revision
+
+
+def _audit(
+    session: Session,
+    actor: str,
+    action: str,
+    device_id: str,
+    project_id: str | None,
+    steps: StatePath,
+) -> None:
+    audit.record(
+        session,
+        actor=actor,
+        action=action,
+        project_id=project_id,
+        target_type="device",
+        target_id=device_id,
+        details={"path": _render(steps)},
+    )
 
 
 def _require_device(
