@@ -19,6 +19,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -209,3 +210,49 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
+
+class PkiProviderConfig(Base):
+    """The PKI provider of one project, its settings and its last known status.
+
+    ``settings`` never contains secrets. Credentials live in the
+    environment or in a file whose path the settings name.
+    """
+
+    __tablename__ = "pki_providers"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))  # offline | local | aws-pca
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    ca_count: Mapped[int] = mapped_column(Integer, default=0)
+    max_rotations_per_hour: Mapped[int] = mapped_column(Integer, default=10)
+    last_sync_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class IssuedCertificate(Base):
+    """A device certificate that a PKI provider issued through Fleetgate."""
+
+    __tablename__ = "issued_certificates"
+    __table_args__ = (
+        # Serves the per-device rotation count over the last hour.
+        Index("ix_issued_certificates_device_id_created_at", "device_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    # Lowercase hex of the serial number. RFC 5280, section 4.1.2.2 allows
+    # 20 octets (40 digits); the rest is room for non-conforming CAs.
+    serial: Mapped[str] = mapped_column(String(64))
+    # Lowercase hex SHA-256 of the DER encoding.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    not_before: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    not_after: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    provider: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
