@@ -60,7 +60,8 @@ def generate_key(key_type: KeyType = "ec-p256") -> PrivateKey:
     )
 
 
-def _hash_for(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | None:
+def signature_hash_for(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | None:
+    """Return the hash that ``key`` signs certificates with; None for Ed25519."""
     # Ed25519 takes no separate hash. P-384 keys sign with SHA-384 so that
     # the hash is as strong as the curve.
     if isinstance(key, ed25519.Ed25519PrivateKey):
@@ -124,7 +125,7 @@ def make_root(
         days=days,
         not_before=not_before,
     ).add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    return key, builder.sign(key, _hash_for(key))
+    return key, builder.sign(key, signature_hash_for(key))
 
 
 def make_intermediate(
@@ -165,7 +166,7 @@ def make_intermediate(
         )
         .add_extension(usage, critical=True)
     )
-    return key, builder.sign(issuer_key, _hash_for(issuer_key))
+    return key, builder.sign(issuer_key, signature_hash_for(issuer_key))
 
 
 def make_device_key(key_type: KeyType = "ec-p256") -> PrivateKey:
@@ -186,7 +187,7 @@ def make_device_csr(
         ]
     )
     builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
-    return builder.sign(key, _hash_for(key))
+    return builder.sign(key, signature_hash_for(key))
 
 
 def sign_device_csr(
@@ -224,18 +225,19 @@ def sign_device_csr(
         .not_valid_after(start + dt.timedelta(days=days))
     )
     if version == "v1":
-        v3 = builder.sign(issuer_key, _hash_for(issuer_key))
+        v3 = builder.sign(issuer_key, signature_hash_for(issuer_key))
         return _der.to_version_1(v3, issuer_key)
-    return _add_device_extensions(builder, public_key, issuer_key).sign(
-        issuer_key, _hash_for(issuer_key)
+    return add_device_extensions(builder, public_key, issuer_key).sign(
+        issuer_key, signature_hash_for(issuer_key)
     )
 
 
-def _add_device_extensions(
+def add_device_extensions(
     builder: x509.CertificateBuilder,
     public_key: PublicKey,
     issuer_key: PrivateKey,
 ) -> x509.CertificateBuilder:
+    """Add the extensions of a v3 TLS client certificate (RFC 5280, 4.2.1)."""
     usage = x509.KeyUsage(
         digital_signature=True,
         content_commitment=False,
