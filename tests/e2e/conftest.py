@@ -153,8 +153,15 @@ def coap_client(
     content_format: int | None = None,
     accept: int | None = None,
     timeout: int = 5,
+    payload_file: Path | None = None,
+    output_file: Path | None = None,
+    verbose: bool = False,
 ) -> CoapResult:
-    """Send one request with ``coap-client-openssl`` as a certificate device."""
+    """Send one request with ``coap-client-openssl`` as a certificate device.
+
+    ``verbose`` prints each message with its code and options (``-v 6``),
+    such as ``v:1 t:ACK c:4.29 ... [ Max-Age:3598 ]``.
+    """
     assert COAP_CLIENT is not None
     command = [
         COAP_CLIENT,
@@ -171,6 +178,12 @@ def coap_client(
     ]
     if payload is not None:
         command += ["-e", payload]
+    if payload_file is not None:
+        command += ["-f", str(payload_file)]
+    if output_file is not None:
+        command += ["-o", str(output_file)]
+    if verbose:
+        command += ["-v", "6"]
     if content_format is not None:
         command += ["-t", str(content_format)]
     if accept is not None:

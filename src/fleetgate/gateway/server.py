@@ -27,10 +27,12 @@ from fleetgate.errors import ChainRejected, InvalidInput
 from fleetgate.gateway.coap import CoapEndpoint
 from fleetgate.gateway.dtls import DtlsListener, DtlsSession
 from fleetgate.gateway.resources import ConnectedDevice, Router
+from fleetgate.gateway.services.csr import CsrService
 from fleetgate.gateway.services.state import StateService
 from fleetgate.gateway.tls import ServerCredentials, build_server_context
 from fleetgate.gateway.trust import TrustCache
 from fleetgate.pki.verify import ChainVerifier, VerifiedDevice
+from fleetgate.providers.sync import ProviderSyncLoop
 from fleetgate.store import certificates
 from fleetgate.store.database import Database
 
@@ -61,6 +63,9 @@ class Gateway:
         self.verifier = ChainVerifier(self.trust)
         self.router = Router()
         self.router.add(".d", StateService(db).handle)
+        self.router.add("v1", CsrService(db, mtu=settings.mtu).handle)
+        # Keeps CA certificates of local and AWS providers in sync.
+        self.provider_sync = ProviderSyncLoop(db)
         self.endpoint = CoapEndpoint(self.router, self._associate)
         self.context = build_server_context(
             credentials,
@@ -103,11 +108,13 @@ class Gateway:
         self._transport = transport
         self.listener = protocol
         self.state = GatewayState.RUNNING
+        self.provider_sync.start()
         host, port = self.address
         log.info("device gateway listening on udp %s port %d", host, port)
 
     async def stop(self) -> None:
         """Close every session with close_notify and release the socket."""
+        await self.provider_sync.stop()
         if self.listener is not None:
             self.listener.close()
         self.state = GatewayState.STOPPED
