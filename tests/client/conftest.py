@@ -1,0 +1,10 @@
+"""Client tests run against the in-process gateway of the gateway tests."""
+
+from __future__ import annotations
+
+from gateway.conftest import (  # noqa: F401  (fixtures used by name)
+    gateway,
+    pki,
+    server_identity,
+    start_gateway,
+)
