@@ -27,6 +27,7 @@ from fleetgate.cli.common import (
 )
 from fleetgate.errors import InvalidInput
 from fleetgate.store import certificates
+from fleetgate.store.audit import CLI_ACTOR
 
 app = typer.Typer(help="Register and manage CA certificates.", no_args_is_help=True)
 
@@ -80,6 +81,7 @@ def upload(
                 project_id,
                 encoded,
                 cert_type=None if cert_type is None else cert_type.value,
+                actor=CLI_ACTOR,
             )
     print_message(
         f"Added {record.cert_type} CA certificate {record.id} to project "
@@ -128,7 +130,9 @@ def disable(
 ) -> None:
     """Stop trusting a CA certificate without removing it."""
     with exit_on_error(), opened_database(data_dir, database_url) as db:
-        certificates.set_ca_certificate_enabled(db, project_id, ca_id, False)
+        certificates.set_ca_certificate_enabled(
+            db, project_id, ca_id, False, actor=CLI_ACTOR
+        )
     print_message(f"Disabled CA certificate {ca_id}")
 
 
@@ -141,7 +145,9 @@ def enable(
 ) -> None:
     """Trust a disabled CA certificate again."""
     with exit_on_error(), opened_database(data_dir, database_url) as db:
-        certificates.set_ca_certificate_enabled(db, project_id, ca_id, True)
+        certificates.set_ca_certificate_enabled(
+            db, project_id, ca_id, True, actor=CLI_ACTOR
+        )
     print_message(f"Enabled CA certificate {ca_id}")
 
 
@@ -154,5 +160,5 @@ def delete(
 ) -> None:
     """Remove a CA certificate from a project."""
     with exit_on_error(), opened_database(data_dir, database_url) as db:
-        certificates.delete_ca_certificate(db, project_id, ca_id)
+        certificates.delete_ca_certificate(db, project_id, ca_id, actor=CLI_ACTOR)
     print_message(f"Deleted CA certificate {ca_id}")

@@ -24,6 +24,7 @@ from fleetgate.cli.common import (
     print_table,
 )
 from fleetgate.store import devices
+from fleetgate.store.audit import CLI_ACTOR
 
 app = typer.Typer(help="List and manage devices.", no_args_is_help=True)
 
@@ -103,7 +104,7 @@ def create(
     """Create a device before it first connects."""
     with exit_on_error(), opened_database(data_dir, database_url) as db:
         device = devices.create_device(
-            db, project_id, name, certificate_id=certificate_id
+            db, project_id, name, certificate_id=certificate_id, actor=CLI_ACTOR
         )
     print_message(f"Created device {device.id} named {device.name}")
 
@@ -117,7 +118,7 @@ def disable(
 ) -> None:
     """Reject the device's future connections."""
     with exit_on_error(), opened_database(data_dir, database_url) as db:
-        devices.set_device_enabled(db, project_id, device_id, False)
+        devices.set_device_enabled(db, project_id, device_id, False, actor=CLI_ACTOR)
     print_message(f"Disabled device {device_id}")
 
 
@@ -130,5 +131,5 @@ def enable(
 ) -> None:
     """Accept a disabled device's connections again."""
     with exit_on_error(), opened_database(data_dir, database_url) as db:
-        devices.set_device_enabled(db, project_id, device_id, True)
+        devices.set_device_enabled(db, project_id, device_id, True, actor=CLI_ACTOR)
     print_message(f"Enabled device {device_id}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fleetgate.cli import cas, devices, pki, projects, serve
+from fleetgate.cli import apikeys, cas, devices, pki, projects, serve
 
 app = typer.Typer(
     name="fleetgate",
@@ -16,6 +16,7 @@ app.add_typer(projects.app, name="project")
 app.add_typer(cas.app, name="ca")
 app.add_typer(devices.app, name="device")
 app.add_typer(pki.app, name="pki")
+app.add_typer(apikeys.app, name="apikey")
 app.command("serve")(serve.serve)
 
 

@@ -17,6 +17,7 @@ from fleetgate.cli.common import (
     print_table,
 )
 from fleetgate.store import projects
+from fleetgate.store.audit import CLI_ACTOR
 
 app = typer.Typer(help="Create and list projects.", no_args_is_help=True)
 
@@ -48,7 +49,7 @@ def create(
     """Create a project."""
     with exit_on_error(), opened_database(data_dir, database_url) as db:
         project = projects.create_project(
-            db, project_id, name=name, require_v3=require_v3
+            db, project_id, name=name, require_v3=require_v3, actor=CLI_ACTOR
         )
     print_message(f"Created project {project.id}")
 
