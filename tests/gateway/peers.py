@@ -47,14 +47,18 @@ def receive_all(sock: socket.socket, wait: float) -> list[bytes]:
     A ``wait`` of 0 only takes the datagrams already queued.
     """
     received: list[bytes] = []
+    previous_timeout = sock.gettimeout()
     deadline = time.monotonic() + wait
-    while True:
-        # A zero timeout makes the socket non-blocking.
-        sock.settimeout(max(deadline - time.monotonic(), 0.0))
-        try:
-            received.append(sock.recv(65535))
-        except (TimeoutError, BlockingIOError):
-            return received
+    try:
+        while True:
+            # A zero timeout makes the socket non-blocking.
+            sock.settimeout(max(deadline - time.monotonic(), 0.0))
+            try:
+                received.append(sock.recv(65535))
+            except (TimeoutError, BlockingIOError):
+                return received
+    finally:
+        sock.settimeout(previous_timeout)
 
 
 def with_cookie(hello: bytes, cookie: bytes) -> bytes:
