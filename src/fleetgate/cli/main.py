@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from fleetgate.cli import apikeys, cas, devices, pki, projects, serve
+from fleetgate.cli import (
+    apikeys,
+    cas,
+    device_certificates,
+    devices,
+    pki,
+    projects,
+    providers,
+    serve,
+)
 
 app = typer.Typer(
     name="fleetgate",
@@ -17,6 +26,8 @@ app.add_typer(cas.app, name="ca")
 app.add_typer(devices.app, name="device")
 app.add_typer(pki.app, name="pki")
 app.add_typer(apikeys.app, name="apikey")
+app.add_typer(providers.app, name="provider")
+devices.app.command("certificates")(device_certificates.certificates)
 app.command("serve")(serve.serve)
 
 
