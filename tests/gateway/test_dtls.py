@@ -314,3 +314,18 @@ class TestEstablishedPeerAddress:
 
         assert_served(relayed)
         assert gateway.session_count() == 1
+
+    def test_replayed_second_hello_keeps_session(
+        self, gateway: GatewayThread, relay: UdpRelay, relayed: DeviceClient
+    ) -> None:
+        # A late duplicate of the ClientHello that opened the session
+        # carries a valid cookie, yet starts no new connection.
+        second_hello = [
+            datagram
+            for datagram in relay.to_server
+            if (hello := records.parse_client_hello(datagram)) and hello.cookie
+        ][0]
+        relay.inject_to_server(second_hello)
+
+        assert_served(relayed)
+        assert gateway.session_count() == 1

@@ -65,9 +65,13 @@ class DtlsSession:
         listener: DtlsListener,
         context: SSL.Context,
         address: Address,
+        *,
+        client_random: bytes = b"",
     ) -> None:
         self.listener = listener
         self.address = address
+        # The random of the ClientHello that opened the session.
+        self.client_random = client_random
         self.state = SessionState.HANDSHAKING
         self.started_at = time.monotonic()
         self.last_activity = self.started_at
@@ -259,6 +263,11 @@ class DtlsListener(asyncio.DatagramProtocol):
         if hello is None:
             # Neither a session nor a ClientHello: stray or spoofed data.
             return
+        if session is not None and hello.random == session.client_random:
+            # A late copy of the ClientHello that opened this established
+            # session. Its cookie is still valid, but it does not start a
+            # new connection, so the session must not be replaced.
+            return
         if not hello.cookie or not self.cookies.check(address, hello.cookie):
             cookie = self.cookies.issue(address)
             self.sendto(records.hello_verify_request(hello, cookie), address)
@@ -279,7 +288,7 @@ class DtlsListener(asyncio.DatagramProtocol):
                     self._dropped_full,
                 )
             return
-        session = DtlsSession(self, self.context, address)
+        session = DtlsSession(self, self.context, address, client_random=hello.random)
         self.sessions[address] = session
         session.feed(data)
 

@@ -43,6 +43,9 @@ class ClientHello:
 
     record_version: int
     record_sequence: bytes  # 6 bytes, echoed in the HelloVerifyRequest
+    # 32 bytes, the same in both ClientHellos of a connection (RFC 6347
+    # 4.2.1), so a copy of an earlier hello can be recognised.
+    random: bytes
     cookie: bytes
 
 
@@ -117,6 +120,7 @@ def parse_client_hello(datagram: bytes) -> ClientHello | None:
     return ClientHello(
         record_version=version,
         record_sequence=datagram[5:11],
+        random=hello[2:34],
         cookie=cookie,
     )
 
