@@ -8,7 +8,11 @@ the store, as ``fleetgate provider set`` does.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -304,3 +308,74 @@ def test_get_on_csr_is_not_allowed(local_server: RunningServer, recipe: Path) ->
         local_server, "v1/csr", cert=recipe / "device.pem", key=recipe / "device.key"
     )
     assert "4.05" in result.output, result.output
+
+
+def test_rotate_command_renews_the_device(
+    local_server: RunningServer, recipe: Path, project_data: Path, tmp_path: Path
+) -> None:
+    coap_client(
+        local_server, ".d", cert=recipe / "device.pem", key=recipe / "device.key"
+    )
+    before = device_ids(project_data, PROJECT)
+    new_cert, new_key = tmp_path / "rotated.pem", tmp_path / "rotated.key"
+
+    result = fleetgate_device_rotate(local_server, recipe, new_cert, new_key)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stat.S_IMODE(new_key.stat().st_mode) == 0o600
+    issued = x509.load_pem_x509_certificate(new_cert.read_bytes())
+    assert issued.subject == subject(PROJECT, CERT_ID)
+    read = coap_client(local_server, ".d", cert=new_cert, key=new_key)
+    assert read.stdout.strip() == "{}", read.output
+    assert device_ids(project_data, PROJECT) == before
+
+
+def test_rotate_command_reports_refusal(
+    project_data: Path, recipe: Path, tmp_path: Path
+) -> None:
+    running = start_server(project_data)
+    try:
+        result = fleetgate_device_rotate(
+            running, recipe, tmp_path / "c.pem", tmp_path / "k.pem"
+        )
+    finally:
+        stop_server(running)
+
+    assert result.returncode == 1
+    assert "5.01" in result.stderr, result.stderr
+    assert not (tmp_path / "k.pem").exists()
+
+
+def fleetgate_device_rotate(
+    server: RunningServer, recipe: Path, out_cert: Path, out_key: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run ``fleetgate device rotate`` as the recipe device."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fleetgate",
+            "device",
+            "rotate",
+            "--cert",
+            str(recipe / "device.pem"),
+            "--key",
+            str(recipe / "device.key"),
+            "--server-ca",
+            str(server.server_ca),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(server.port),
+            "--out-cert",
+            str(out_cert),
+            "--out-key",
+            str(out_key),
+            "--timeout",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )

@@ -8,6 +8,7 @@ from fleetgate.cli import (
     apikeys,
     cas,
     device_certificates,
+    device_rotate,
     devices,
     pki,
     projects,
@@ -28,6 +29,7 @@ app.add_typer(pki.app, name="pki")
 app.add_typer(apikeys.app, name="apikey")
 app.add_typer(providers.app, name="provider")
 devices.app.command("certificates")(device_certificates.certificates)
+devices.app.command("rotate")(device_rotate.rotate)
 app.command("serve")(serve.serve)
 
 

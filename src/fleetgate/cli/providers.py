@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from fleetgate.cli.common import (
@@ -178,9 +179,9 @@ def status(
     table.add_row("Last sync (UTC)", format_time(config.last_sync_at))
     table.add_row("Rotations per hour", str(config.max_rotations_per_hour))
     for name, value in sorted(config.settings.items()):
-        table.add_row(name, "-" if value is None else str(value))
+        table.add_row(escape(name), "-" if value is None else escape(str(value)))
     if health.error:
-        table.add_row("Error", f"[red]{health.error}[/]")
+        table.add_row("Error", f"[red]{escape(health.error)}[/]")
     print_table(table)
     if health.state is ProviderState.ERROR:
         raise typer.Exit(1)
