@@ -1,9 +1,9 @@
 """``fleetgate device rotate``: renew a device certificate over the device link.
 
-The command plays the device: it makes a new key and a CSR naming the
-current certificate's project and certificate ID, posts the CSR to
-``v1/csr`` over DTLS with the current certificate, and writes the
-certificate it gets back beside the new key. Nothing is written unless
+The command plays the device. It makes a new key and a CSR that names
+the current certificate's project and certificate ID. It posts the CSR
+to ``v1/csr`` over DTLS with the current certificate, and writes the
+certificate it receives beside the new key. Nothing is written unless
 the server issued a certificate for the new key, so a failed rotation
 leaves the device's files as they were.
 """
@@ -145,7 +145,7 @@ def _rotate(
     if not reply.successful:
         detail = reply.payload.decode("utf-8", errors="replace")
         raise _RotationFailed(
-            f"cannot rotate: the gateway answered {reply.code.dotted} {detail}"
+            f"cannot rotate: the gateway responded {reply.code.dotted} {detail}"
         )
     try:
         issued = x509.load_der_x509_certificate(reply.payload)
