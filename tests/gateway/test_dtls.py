@@ -276,6 +276,22 @@ class TestSameAddress:
             assert device is not None
             assert device.certificate_id == "sensor-2"
 
+    def test_new_handshake_replaces_stalled_handshake(
+        self, gateway: GatewayThread, pki: FleetPki
+    ) -> None:
+        # A device that restarts its handshake from the same port, as one
+        # behind a NAT does after a reboot, must not wait for the stalled
+        # one to time out.
+        stalled = PartialHandshake(gateway.port)
+        stalled.open_session()
+        address = ("127.0.0.1", stalled.source_port)
+        stalled.close()
+
+        new = connect(gateway, pki.device("sensor-1"), source_address=address)
+        with new:
+            assert_served(new)
+            assert gateway.session_count() == 1
+
 
 class TestEstablishedPeerAddress:
     """Datagrams that arrive from the address of an established session."""

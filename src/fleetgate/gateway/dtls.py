@@ -255,26 +255,30 @@ class DtlsListener(asyncio.DatagramProtocol):
         session = self.sessions.get(address)
         hello = records.parse_client_hello(data)
 
-        if session is not None and (
-            hello is None or session.state is SessionState.HANDSHAKING
-        ):
+        if session is not None and hello is None:
             session.feed(data)
             return
         if hello is None:
             # Neither a session nor a ClientHello: stray or spoofed data.
             return
         if session is not None and hello.random == session.client_random:
-            # A late copy of the ClientHello that opened this established
-            # session. Its cookie is still valid, but it does not start a
-            # new connection, so the session must not be replaced.
+            # The ClientHello that opened this session, again. During the
+            # handshake it is a retransmission, and OpenSSL repeats its
+            # flight (RFC 6347 4.2.4). Afterwards it is a late copy whose
+            # cookie is still valid, but it starts no new connection.
+            if session.state is SessionState.HANDSHAKING:
+                session.feed(data)
             return
+
+        # Any other ClientHello opens a new connection, even from the
+        # address of a session, as a device restarting its handshake does.
         if not hello.cookie or not self.cookies.check(address, hello.cookie):
             cookie = self.cookies.issue(address)
             self.sendto(records.hello_verify_request(hello, cookie), address)
             return
         if session is not None:
-            # A verified new ClientHello from an established peer starts
-            # a new connection and ends the old one (RFC 6347 4.2.8).
+            # The cookie proves the peer owns the address, so the new
+            # connection replaces the old one (RFC 6347 4.2.8).
             session.close(notify=False)
         if len(self.sessions) >= self.max_sessions:
             self._dropped_full += 1
