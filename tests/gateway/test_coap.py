@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 from collections.abc import Iterator
 
 import cbor2
@@ -180,10 +181,17 @@ class TestMessageLayer:
         [
             pytest.param(bytes([0x40, 0x01, 0x66, 0x66, 0xF0]), id="reserved-delta"),
             pytest.param(bytes([0x40, 0x01, 0x66, 0x66, 0xB5, 0x61]), id="truncated"),
+            pytest.param(
+                bytes([0x40, 0x01, 0x66, 0x66, 0xB2, 0xFF, 0xFE]),
+                id="path-not-utf8",
+            ),
         ],
     )
     def test_malformed_confirmable_gets_reset(
-        self, device: DeviceClient, encoded: bytes
+        self,
+        device: DeviceClient,
+        encoded: bytes,
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
         send(device, encoded)
         reset = receive(device)
@@ -191,6 +199,7 @@ class TestMessageLayer:
         assert reset.mtype is Type.RST
         assert reset.mid == 0x6666
         assert device.request("GET", ".d").code is Code.CONTENT
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
     def test_malformed_non_confirmable_is_ignored(self, device: DeviceClient) -> None:
         send(device, bytes([0x50, 0x01, 0x66, 0x67, 0xF0]))

@@ -99,7 +99,9 @@ class DeviceLink:
         """Take one CoAP message from the peer."""
         try:
             message = Message.decode(payload)
-        except UnparsableMessage:
+        except (UnparsableMessage, UnicodeDecodeError):
+            # aiocoap raises UnicodeDecodeError for a string option, such
+            # as Uri-Path, that is not UTF-8: a format error as well.
             self._reset_unparsable(payload)
             return
 
