@@ -58,6 +58,10 @@ MAX_QUEUED_REQUESTS = 16
 REFUSAL_GRACE_SECONDS = 2.0
 # Max-Age of a 5.03 answer: when the device may retry (RFC 7252 5.9.3.4).
 RETRY_AFTER_SECONDS = 30
+# Largest CoAP message that fits one DTLS record, whose plaintext is at
+# most 2^14 bytes (RFC 6347 4.1, RFC 5246 6.2.1). Block-wise transfer
+# (RFC 7959), which would carry more, is not served yet.
+MAX_MESSAGE_BYTES = 16384
 
 HANDLED_OPTIONS = frozenset(
     {
@@ -163,7 +167,7 @@ class DeviceLink:
         while True:
             message = await self._queue.get()
             response = await self._dispatch(self.device, message)
-            self._send(self._reply(message, response), remember=message)
+            self._respond(message, response)
 
     async def _answer_all_then_close(self, response: CoapResponse) -> None:
         """Answer every request for a short while with ``response``, then close.
@@ -178,8 +182,31 @@ class DeviceLink:
                 message = await asyncio.wait_for(self._queue.get(), remaining)
             except TimeoutError:
                 break
-            self._send(self._reply(message, response), remember=message)
+            self._respond(message, response)
         self.session.close(notify=True)
+
+    def _respond(self, message: Message, response: CoapResponse) -> None:
+        encoded = self._reply(message, response).encode()
+        size = len(encoded)
+        if size > MAX_MESSAGE_BYTES:
+            # OpenSSL cannot send it, so the device would only time out.
+            log.warning(
+                "response too large, 5.00 sent instead peer=%s:%s path=/%s "
+                "size=%d max=%d",
+                self.session.address[0],
+                self.session.address[1],
+                "/".join(message.opt.uri_path),
+                size,
+                MAX_MESSAGE_BYTES,
+            )
+            too_large = CoapResponse.diagnostic(
+                Code.INTERNAL_SERVER_ERROR,
+                f"cannot send the response: its {size} bytes exceed the "
+                f"maximum of {MAX_MESSAGE_BYTES} in one message, so request "
+                "a smaller resource, such as a sub-path",
+            )
+            encoded = self._reply(message, too_large).encode()
+        self._transmit(encoded, remember=message)
 
     def _reply(self, message: Message, response: CoapResponse) -> Message:
         reply = Message(code=response.code, payload=response.payload)
@@ -258,8 +285,10 @@ class DeviceLink:
             self.session.send(cached)
         return True
 
-    def _send(self, message: Message, *, remember: Message | None = None) -> None:
-        encoded = message.encode()
+    def _send(self, message: Message) -> None:
+        self._transmit(message.encode())
+
+    def _transmit(self, encoded: bytes, *, remember: Message | None = None) -> None:
         if remember is not None and remember.mid in self._exchanges:
             received, _ = self._exchanges[remember.mid]
             self._exchanges[remember.mid] = (received, encoded)
