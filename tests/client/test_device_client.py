@@ -191,6 +191,16 @@ class TestArguments:
         with pytest.raises(ValueError, match="method must be one of"):
             client.request("BREW", ".d")
 
+    def test_oversized_request_is_rejected(
+        self, gateway: GatewayThread, pki: FleetPki
+    ) -> None:
+        with connect(gateway, pki.device("sensor-1")) as client:
+            with pytest.raises(ValueError, match="exceeds the maximum of 16384"):
+                client.request("PUT", ".d/blob", b"x" * 16384)
+            reply = client.request("GET", ".d")
+
+        assert reply.code.dotted == "2.05"
+
     def test_request_before_connect_is_an_error(self, pki: FleetPki) -> None:
         device = pki.device("sensor-1")
         client = DeviceClient("127.0.0.1", 5684, device.cert, device.key, device.cert)

@@ -45,6 +45,9 @@ StrPath = str | os.PathLike[str]
 # Tokens of 4 random bytes: the DTLS session already binds responses to
 # this device, so the token only distinguishes this client's requests.
 TOKEN_BYTES = 4
+# Largest CoAP message one DTLS record carries: 2^14 bytes of plaintext
+# (RFC 6347 4.1, RFC 5246 6.2.1), as block-wise transfer is not supported.
+MAX_MESSAGE_BYTES = 16384
 # Message IDs of separate responses already acknowledged, so that a
 # retransmitted one is acknowledged again instead of reset (RFC 7252 4.5).
 ACKNOWLEDGED_WINDOW = 16
@@ -256,8 +259,13 @@ class DeviceClient:
         The reply is a response matched by token, or the Reset or empty
         Acknowledgement of ``message`` when it is a ping.
         """
-        self._answer_queued()
         encoded = message.encode()
+        if len(encoded) > MAX_MESSAGE_BYTES:
+            raise ValueError(
+                f"cannot {action}: the message of {len(encoded)} bytes exceeds "
+                f"the maximum of {MAX_MESSAGE_BYTES} in one DTLS record"
+            )
+        self._answer_queued()
         confirmable = message.mtype is Type.CON
         started = time.monotonic()
         deadline = started + self.timeout
