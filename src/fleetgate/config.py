@@ -59,3 +59,15 @@ class GatewaySettings:
     idle_timeout: dt.timedelta = dt.timedelta(minutes=5)
     max_sessions: int = 10_000
     handshake_timeout: dt.timedelta = dt.timedelta(seconds=30)
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiSettings:
+    """Where the management API listens.
+
+    Loopback by default: an API key travels in clear over plain HTTP, so
+    reach the API from other machines through a TLS-terminating proxy.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080

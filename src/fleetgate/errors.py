@@ -6,6 +6,7 @@ stable ``reason`` string for logs and metrics. The tree::
 
     FleetgateError
      +-- InvalidInput            400, CoAP 4.00   a value breaks a documented rule
+     |    +-- PayloadTooLarge     413, CoAP 4.13   a body exceeds its size limit
      |    +-- InvalidCertificate                   a certificate cannot be used
      |    +-- InvalidCsr                           a CSR is malformed or unsigned
      |         +-- CsrPolicyViolation 422, CoAP 4.22   its key or algorithm is refused
@@ -20,6 +21,7 @@ stable ``reason`` string for logs and metrics. The tree::
      +-- ProviderFailed          502, CoAP 5.00   the PKI provider refused or broke
      +-- ProviderUnavailable     503, CoAP 5.03   the PKI provider is busy; retry_after
      +-- StoreUnavailable        503, CoAP 5.03   the database cannot be reached
+     +-- StartupFailed                            a server cannot listen
 
 Messages read "cannot <action>: <reason>" and name the offending value.
 They never contain key material, API keys or whole certificates; a
@@ -116,6 +118,14 @@ class InvalidInput(FleetgateError, ValueError):
     reason = Reason.INVALID_INPUT
 
 
+class PayloadTooLarge(InvalidInput):
+    """A request body or value exceeds its size limit."""
+
+    http_status = 413
+    coap_code = "4.13"
+    reason = Reason.PAYLOAD_TOO_LARGE
+
+
 class InvalidCertificate(InvalidInput):
     """A certificate cannot be parsed or used for the requested purpose."""
 
@@ -202,6 +212,10 @@ class ChainRejected(DeviceRejected):
     """A device certificate chain failed verification or project policy."""
 
     reason = Reason.CHAIN_INVALID
+
+
+class StartupFailed(FleetgateError):
+    """A server cannot start, such as when its port is in use."""
 
 
 class StoreUnavailable(FleetgateError):

@@ -24,6 +24,8 @@ import pytest
 COAP_CLIENT = shutil.which("coap-client-openssl")
 OPENSSL = shutil.which("openssl")
 READY = re.compile(r"Device gateway ready on coaps://(?P<host>[^ ]+):(?P<port>\d+)")
+API_READY = re.compile(r"API ready on (?P<url>http://\S+)")
+ADMIN_KEY = re.compile(r"^\s+(?P<key>fgk_\S+)$", re.MULTILINE)
 START_TIMEOUT = 30.0
 
 requires_coap_client = pytest.mark.skipif(
@@ -53,6 +55,10 @@ class RunningServer:
     data_dir: Path
     port: int
     log_path: Path
+    # Base URL of the management API, None when started with --no-api.
+    api_url: str | None = None
+    # The admin key printed at this start, None when one existed before.
+    admin_key: str | None = None
 
     @property
     def server_ca(self) -> Path:
@@ -81,7 +87,14 @@ class CoapResult:
 
 
 def start_server(data_dir: Path, *extra: str) -> RunningServer:
-    """Start ``fleetgate serve`` and wait for its ready line."""
+    """Start ``fleetgate serve`` and wait for its ready lines.
+
+    The management API listens on a free loopback port unless ``extra``
+    holds ``--no-api``.
+    """
+    with_api = "--no-api" not in extra
+    if with_api:
+        extra = ("--api-host", "127.0.0.1", "--api-port", "0", *extra)
     log_path = data_dir.parent / f"{data_dir.name}-serve.log"
     log_file = log_path.open("w")
     process = subprocess.Popen(
@@ -105,9 +118,20 @@ def start_server(data_dir: Path, *extra: str) -> RunningServer:
     )
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        match = READY.search(log_path.read_text())
-        if match:
-            return RunningServer(process, data_dir, int(match["port"]), log_path)
+        text = log_path.read_text()
+        match = READY.search(text)
+        api = API_READY.search(text)
+        if match and (api or not with_api):
+            # serve prints a new admin key before the API ready line.
+            key = ADMIN_KEY.search(text)
+            return RunningServer(
+                process,
+                data_dir,
+                int(match["port"]),
+                log_path,
+                api_url=api["url"] if api else None,
+                admin_key=key["key"] if key else None,
+            )
         if process.poll() is not None:
             break
         time.sleep(0.05)

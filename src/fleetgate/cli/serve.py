@@ -1,4 +1,12 @@
-"""``fleetgate serve``: the device gateway in one process."""
+"""``fleetgate serve``: the device gateway and the management API in one process.
+
+Both run in one asyncio loop and share one :class:`Database`. The API
+listens on 127.0.0.1:8080 unless ``--api-host``, ``--api-port`` or
+``--no-api`` say otherwise. On the first start with the API, when no
+unrevoked admin key exists, an admin key is created and printed once.
+SIGINT or SIGTERM stops the API (open requests get a few seconds to
+finish) and then the gateway.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ import datetime as dt
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,14 +25,20 @@ from fleetgate.cli.common import (
     error_console,
     exit_on_error,
 )
-from fleetgate.config import GatewaySettings, Settings
+from fleetgate.config import ApiSettings, GatewaySettings, Settings
 from fleetgate.gateway.server import Gateway
 from fleetgate.gateway.server_identity import (
     ServerIdentity,
     ensure_development_identity,
 )
 from fleetgate.gateway.tls import ServerCredentials
+from fleetgate.store import apikeys
+from fleetgate.store.apikeys import IssuedApiKey
+from fleetgate.store.audit import CLI_ACTOR
 from fleetgate.store.database import Database
+
+if TYPE_CHECKING:
+    from fleetgate.api.server import ApiServer
 
 log = logging.getLogger("fleetgate.serve")
 
@@ -63,11 +77,20 @@ def serve(
     max_sessions: Annotated[
         int, typer.Option(help="Maximum number of concurrent DTLS sessions.")
     ] = 10_000,
+    api_host: Annotated[
+        str, typer.Option(help="Address the management API (HTTP) binds.")
+    ] = ApiSettings.host,
+    api_port: Annotated[
+        int, typer.Option(help="TCP port of the management API; 0 picks one.")
+    ] = ApiSettings.port,
+    no_api: Annotated[
+        bool, typer.Option("--no-api", help="Serve devices only, without the API.")
+    ] = False,
     log_level: Annotated[
         str, typer.Option(help="Logging level: DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
 ) -> None:
-    """Run the device gateway (CoAP over DTLS) until SIGINT or SIGTERM."""
+    """Run the device gateway (CoAP over DTLS) and the management API (HTTP)."""
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -96,29 +119,70 @@ def serve(
             idle_timeout=dt.timedelta(seconds=idle_timeout),
             max_sessions=max_sessions,
         )
+        api_settings = None if no_api else ApiSettings(host=api_host, port=api_port)
         try:
-            asyncio.run(_run(db, identity, gateway_settings))
+            asyncio.run(_run(db, identity, gateway_settings, api_settings))
         finally:
             db.dispose()
 
 
 async def _run(
-    db: Database, identity: ServerIdentity, settings: GatewaySettings
+    db: Database,
+    identity: ServerIdentity,
+    settings: GatewaySettings,
+    api_settings: ApiSettings | None,
 ) -> None:
-    gateway = Gateway(db, identity.credentials, settings)
-    await gateway.start()
-    bound_host, bound_port = gateway.address
-    if identity.root_path is not None:
-        _say(f"Devices must trust the server CA at {identity.root_path.resolve()}")
-    _say(f"Device gateway ready on coaps://{_url_host(bound_host)}:{bound_port}")
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    log.info("shutting down")
-    await gateway.stop()
+
+    gateway = Gateway(db, identity.credentials, settings)
+    await gateway.start()
+    api: ApiServer | None = None
+    try:
+        bound_host, bound_port = gateway.address
+        if identity.root_path is not None:
+            _say(f"Devices must trust the server CA at {identity.root_path.resolve()}")
+        _say(f"Device gateway ready on coaps://{_url_host(bound_host)}:{bound_port}")
+
+        if api_settings is not None:
+            # Imported here: FastAPI takes a large share of the start-up
+            # time of every other fleetgate command.
+            from fleetgate.api.app import create_app
+            from fleetgate.api.server import ApiServer
+
+            app = create_app(db, trust_changed=gateway.trust.invalidate)
+            api = ApiServer(app, api_settings.host, api_settings.port)
+            await api.start()
+            api_host, api_port = api.address
+            base_url = f"http://{_url_host(api_host)}:{api_port}"
+            # Made only once the API listens, so that a start that fails
+            # never creates a key without showing it. The ready line comes
+            # last, so whoever waits for it has seen the key too.
+            admin_key = await asyncio.to_thread(
+                apikeys.ensure_admin_key, db, actor=CLI_ACTOR
+            )
+            if admin_key is not None:
+                _announce_admin_key(admin_key, base_url)
+            _say(f"API ready on {base_url}")
+
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        if api is not None:
+            await api.stop()
+        await gateway.stop()
+
+
+def _announce_admin_key(admin_key: IssuedApiKey, base_url: str) -> None:
+    # Printed, never logged: this is the only time the key is shown.
+    _say(
+        f"Created admin API key {admin_key.record.id}; it is shown only this "
+        f"once:\n  {admin_key.secret}\nSend it in the x-api-key header to "
+        f"{base_url}/v1 (API docs at {base_url}/docs). Make keys for one "
+        "project with 'fleetgate apikey create --project ID'."
+    )
 
 
 def _say(text: str) -> None:

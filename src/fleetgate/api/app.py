@@ -1,0 +1,54 @@
+"""The FastAPI application of the management API.
+
+:func:`create_app` builds an app around a :class:`Database` that it does
+not own: ``fleetgate serve`` opens the database once, shares it with the
+device gateway, and closes it after both have stopped. Routes that touch
+the database are plain functions, which FastAPI runs in its thread pool,
+or coroutines that hand the store call to :func:`asyncio.to_thread`, so
+the event loop that also serves DTLS never waits on the database.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from fleetgate.api.context import ApiContext, TrustChanged
+from fleetgate.api.errors import GuardMiddleware, install_error_handlers
+from fleetgate.api.routes import audit, certificates, devices, projects, state
+from fleetgate.store.database import Database
+
+DESCRIPTION = """\
+Manage projects, CA certificates, devices and LightDB State.
+
+Send an API key from `fleetgate apikey create` in the `x-api-key`
+header, or as `Authorization: Bearer <key>`. Lists return
+`{"list": [...], "page": N, "perPage": N, "total": N}` with pages
+counted from 0, single items `{"data": {...}}`, and errors
+`{"code": "<reason>", "message": "..."}`.
+"""
+
+
+def create_app(db: Database, *, trust_changed: TrustChanged | None = None) -> FastAPI:
+    """Build the management API around an open database.
+
+    ``trust_changed`` is called with a project ID after its CA
+    certificates change, so the gateway can drop its cached anchors.
+    """
+    app = FastAPI(
+        title="Fleetgate management API",
+        description=DESCRIPTION,
+        version="1",
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    if trust_changed is None:
+        app.state.fleetgate = ApiContext(db=db)
+    else:
+        app.state.fleetgate = ApiContext(db=db, trust_changed=trust_changed)
+
+    for module in (projects, certificates, devices, state, audit):
+        app.include_router(module.router)
+    install_error_handlers(app)
+    app.add_middleware(GuardMiddleware)
+    return app

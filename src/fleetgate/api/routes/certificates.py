@@ -1,0 +1,131 @@
+"""``/v1/projects/{id}/certificates``: a project's CA certificates.
+
+An upload runs the same checks as ``fleetgate ca upload``, and each
+rejection has its own ``code``: ``invalid_base64``,
+``malformed_certificate``, ``not_a_ca``, ``root_not_self_signed``,
+``intermediate_self_signed``, ``ca_expired``, ``weak_key`` and the other
+policy reasons, and 409 ``ca_already_registered``. Every change is
+passed to the gateway's trust cache at once, so the next handshake uses
+it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from fastapi import APIRouter
+
+from fleetgate.api.auth import ScopeDep
+from fleetgate.api.context import ContextDep
+from fleetgate.api.paging import DEFAULT_PER_PAGE, PageQuery, PerPageQuery, page_of
+from fleetgate.api.schemas import (
+    Certificate,
+    CertificateUpdate,
+    CertificateUpload,
+    Empty,
+    One,
+    Page,
+)
+from fleetgate.errors import InvalidInput, Reason
+from fleetgate.store import certificates
+
+router = APIRouter(
+    prefix="/v1/projects/{project_id}/certificates", tags=["certificates"]
+)
+
+
+@router.get("", summary="List a project's CA certificates")
+def list_certificates(
+    context: ContextDep,
+    scope: ScopeDep,
+    page: PageQuery = 0,
+    per_page: PerPageQuery = DEFAULT_PER_PAGE,
+) -> Page[Certificate]:
+    """Return one page of the project's CA certificates, oldest first."""
+    records = certificates.list_ca_certificates(context.db, scope.project_id)
+    return Page[Certificate](
+        items=[Certificate.of(record) for record in page_of(records, page, per_page)],
+        page=page,
+        per_page=per_page,
+        total=len(records),
+    )
+
+
+@router.post("", summary="Register a CA certificate")
+def upload_certificate(
+    body: CertificateUpload, context: ContextDep, scope: ScopeDep
+) -> One[Certificate]:
+    """Check a root or intermediate CA certificate and trust it in the project."""
+    encoded = decode_base64(body.cert_file)
+
+    record = certificates.add_ca_certificate(
+        context.db,
+        scope.project_id,
+        encoded,
+        cert_type=body.cert_type,
+        actor=scope.caller.actor,
+    )
+    context.trust_changed(scope.project_id)
+    return One[Certificate](data=Certificate.of(record))
+
+
+@router.get("/{certificate_id}", summary="Get a CA certificate")
+def get_certificate(
+    certificate_id: str, context: ContextDep, scope: ScopeDep
+) -> One[Certificate]:
+    """Return one CA certificate of the project."""
+    record = certificates.get_ca_certificate(
+        context.db, scope.project_id, certificate_id
+    )
+    return One[Certificate](data=Certificate.of(record))
+
+
+@router.patch("/{certificate_id}", summary="Enable or disable a CA certificate")
+def update_certificate(
+    certificate_id: str,
+    body: CertificateUpdate,
+    context: ContextDep,
+    scope: ScopeDep,
+) -> One[Certificate]:
+    """Start or stop trusting a CA certificate without removing it."""
+    record = certificates.set_ca_certificate_enabled(
+        context.db,
+        scope.project_id,
+        certificate_id,
+        body.enabled,
+        actor=scope.caller.actor,
+    )
+    context.trust_changed(scope.project_id)
+    return One[Certificate](data=Certificate.of(record))
+
+
+@router.delete("/{certificate_id}", summary="Remove a CA certificate")
+def delete_certificate(
+    certificate_id: str, context: ContextDep, scope: ScopeDep
+) -> Empty:
+    """Remove a CA certificate; chains that need it fail from now on."""
+    certificates.delete_ca_certificate(
+        context.db, scope.project_id, certificate_id, actor=scope.caller.actor
+    )
+    context.trust_changed(scope.project_id)
+    return Empty()
+
+
+def decode_base64(text: str) -> bytes:
+    """Decode standard base64, ignoring line breaks, or raise InvalidInput."""
+    # `base64 file` wraps its output every 76 characters.
+    compact = "".join(text.split())
+    try:
+        decoded = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(
+            f"cannot decode certFile: invalid base64 ({exc}); send the PEM "
+            "or DER file encoded with standard base64",
+            reason=Reason.INVALID_BASE64,
+        ) from exc
+    if not decoded:
+        raise InvalidInput(
+            "cannot decode certFile: it is empty", reason=Reason.INVALID_BASE64
+        )
+    return decoded
