@@ -200,7 +200,12 @@ class ProviderSyncLoop:
             )
 
     async def stop(self) -> None:
-        """Cancel the loop and wait for it to end."""
+        """Cancel the loop and wait for it to end.
+
+        NOTE: a sync already running in a worker thread is not
+        interrupted. ``asyncio.run`` waits for it at exit, which takes
+        up to the AWS client's connect and read timeouts.
+        """
         if self._task is None:
             return
         self._task.cancel()
