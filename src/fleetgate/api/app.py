@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from fleetgate.api.context import ApiContext, TrustChanged
 from fleetgate.api.errors import GuardMiddleware, install_error_handlers
-from fleetgate.api.routes import audit, certificates, devices, projects, state
+from fleetgate.api.routes import audit, certificates, devices, pki, projects, state
 from fleetgate.store.database import Database
 
 DESCRIPTION = """\
@@ -47,7 +47,7 @@ def create_app(db: Database, *, trust_changed: TrustChanged | None = None) -> Fa
     else:
         app.state.fleetgate = ApiContext(db=db, trust_changed=trust_changed)
 
-    for module in (projects, certificates, devices, state, audit):
+    for module in (projects, certificates, devices, state, audit, pki):
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware)
