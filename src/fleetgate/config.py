@@ -63,7 +63,7 @@ class GatewaySettings:
 
 @dataclasses.dataclass(frozen=True)
 class ApiSettings:
-    """Where the management API listens.
+    """The management API's listening address.
 
     Loopback by default: an API key travels in clear over plain HTTP, so
     reach the API from other machines through a TLS-terminating proxy.

@@ -90,7 +90,7 @@ def start_server(data_dir: Path, *extra: str) -> RunningServer:
     """Start ``fleetgate serve`` and wait for its ready lines.
 
     The management API listens on a free loopback port unless ``extra``
-    holds ``--no-api``.
+    contains ``--no-api``.
     """
     with_api = "--no-api" not in extra
     if with_api:

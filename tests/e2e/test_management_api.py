@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -70,6 +71,21 @@ def test_first_start_prints_admin_key_once(data_dir: Path) -> None:
     finally:
         assert stop_server(second) == 0
     assert first.admin_key not in second.log()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
+def test_signal_stops_api_and_gateway(data_dir: Path, signum: int) -> None:
+    running = start_server(data_dir)
+    with client(running, running.admin_key) as admin:
+        assert admin.get("/v1/projects").status_code == 200
+
+    running.process.send_signal(signum)
+    status = running.process.wait(timeout=15)
+
+    assert status == 0
+    assert "management API stopped" in running.log()
+    assert "device gateway stopped" in running.log()
+    assert "Traceback" not in running.log()
 
 
 def test_no_api_option(data_dir: Path) -> None:
@@ -215,8 +231,8 @@ def test_ca_and_device_life(
         # waiting for the trust cache to expire.
         disabled = api.patch(f"{certificates}/{ca_id}", json={"enabled": False})
         assert disabled.json()["data"]["enabled"] is False
-        refused = coap_client(api_server, ".d/config", cert=cert, key=key)
-        assert "unknown ca" in refused.output.lower(), refused.output
+        rejected = coap_client(api_server, ".d/config", cert=cert, key=key)
+        assert "unknown ca" in rejected.output.lower(), rejected.output
 
         api.patch(f"{certificates}/{ca_id}", json={"enabled": True})
         again = coap_client(api_server, ".d/config", cert=cert, key=key)

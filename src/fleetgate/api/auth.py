@@ -7,7 +7,7 @@ are present, ``x-api-key`` wins. The outcomes:
 - no key: 401 ``missing_api_key``;
 - a key that matches none, or the wrong shape: 401 ``invalid_api_key``;
 - a revoked key: 401 ``revoked_api_key``;
-- a project key on another project's resources: 404, the same answer
+- a project key on another project's resources: 404, the same response
   as for a project that does not exist, so keys cannot probe for the
   IDs of other tenants;
 - a project key on an admin-only route (creating a project): 403.

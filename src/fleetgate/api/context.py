@@ -1,4 +1,4 @@
-"""What every route needs from the server: the database and the trust hook."""
+"""The request context of every route: the database and the trust hook."""
 
 from __future__ import annotations
 

@@ -119,7 +119,7 @@ class GuardMiddleware:
     and logs each request at DEBUG.
 
     A body is read whole, up to :data:`MAX_BODY_BYTES`, before the app
-    runs, so an oversized upload is rejected before any route sees it.
+    runs, so an oversized upload is rejected before any route runs.
     """
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:

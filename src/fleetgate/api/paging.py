@@ -7,8 +7,8 @@ from typing import Annotated, TypeVar
 
 from fastapi import Query
 
-# Golioth's API takes at most 100 per page; Fleetgate allows more, so
-# that a script written for Golioth always gets what it asks for.
+# Golioth's API allows at most 100 items per page. Fleetgate allows
+# more, so every page size that Golioth accepts is accepted here too.
 MAX_PER_PAGE = 1000
 DEFAULT_PER_PAGE = 100
 

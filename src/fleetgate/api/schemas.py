@@ -189,7 +189,7 @@ class CertificateUpdate(ApiModel):
 
 
 class DeviceCertificate(ApiModel):
-    """What the gateway recorded about a device's last certificate."""
+    """The gateway's record of a device's last certificate and connection."""
 
     certificate_id: str | None
     last_fingerprint: str | None

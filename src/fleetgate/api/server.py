@@ -62,9 +62,9 @@ class ApiServer:
         self.state = ApiServerState.CREATED
         config = uvicorn.Config(
             app,
-            # NOTE: uvicorn's own logging setup is skipped, so its lines
-            # go through Fleetgate's handlers; its access log is off,
-            # and GuardMiddleware logs each request at DEBUG instead.
+            # uvicorn's own logging setup is skipped, so its lines go
+            # through Fleetgate's handlers. Its access log is off because
+            # GuardMiddleware logs each request at DEBUG instead.
             log_config=None,
             access_log=False,
             lifespan="off",

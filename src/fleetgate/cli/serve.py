@@ -2,7 +2,7 @@
 
 Both run in one asyncio loop and share one :class:`Database`. The API
 listens on 127.0.0.1:8080 unless ``--api-host``, ``--api-port`` or
-``--no-api`` say otherwise. On the first start with the API, when no
+``--no-api`` set otherwise. On the first start with the API, when no
 unrevoked admin key exists, an admin key is created and printed once.
 SIGINT or SIGTERM stops the API (open requests get a few seconds to
 finish) and then the gateway.
@@ -159,7 +159,7 @@ async def _run(
             base_url = f"http://{_url_host(api_host)}:{api_port}"
             # Made only once the API listens, so that a start that fails
             # never creates a key without showing it. The ready line comes
-            # last, so whoever waits for it has seen the key too.
+            # last, so a script that waits for it has the key too.
             admin_key = await asyncio.to_thread(
                 apikeys.ensure_admin_key, db, actor=CLI_ACTOR
             )

@@ -1,7 +1,7 @@
 """``/v1/projects``: list, read and (with an admin key) create projects.
 
-A project key sees only its own project: the listing holds that one,
-and any other ID is 404 whether or not it exists.
+A project key reaches only its own project: the listing contains that
+one, and any other ID is 404 whether or not it exists.
 """
 
 from __future__ import annotations

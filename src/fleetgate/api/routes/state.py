@@ -1,12 +1,12 @@
 """``/v1/projects/{id}/devices/{id}/data/{path}``: a device's LightDB State.
 
 These routes read and write the same document that the device reaches
-on ``.d/<path>`` over CoAP. ``GET`` returns ``{"data": value}``;
+on ``.d/<path>`` over CoAP. ``GET`` returns ``{"data": value}``.
 ``POST`` and ``PUT`` both replace the value at the path with the JSON
-request body, creating the objects on the way, and return it the same
-way; ``DELETE`` removes it and returns ``{}``, also when nothing was
-there. ``.../data`` alone is the whole document, which must stay a JSON
-object.
+request body, creating the objects on the way, and return it as
+``{"data": value}``. ``DELETE`` removes it and returns ``{}``, also
+when nothing was there. ``.../data`` alone is the whole document, which
+must stay a JSON object.
 
 A value may be any JSON, null included, up to the size that a device
 can read back in one CoAP message. JSON has no NaN or infinity, so
