@@ -162,10 +162,18 @@ class CookieJar:
 
     def _rotate_if_due(self) -> None:
         now = time.monotonic()
-        if now - self._rotated_at >= self._rotate_seconds:
+        elapsed = now - self._rotated_at
+        if elapsed < self._rotate_seconds:
+            return
+        periods = elapsed // self._rotate_seconds if self._rotate_seconds else 1
+        # After an idle spell of two periods or more, the current secret
+        # is too old to become the previous one.
+        if periods >= 2:
+            self._previous = secrets.token_bytes(32)
+        else:
             self._previous = self._current
-            self._current = secrets.token_bytes(32)
-            self._rotated_at = now
+        self._current = secrets.token_bytes(32)
+        self._rotated_at = now
 
     @staticmethod
     def _mac(secret: bytes, address: tuple[str, int]) -> bytes:
