@@ -95,8 +95,10 @@ class DeviceLink:
             collections.OrderedDict()
         )
         peer = f"{session.address[0]}:{session.address[1]}"
-        self._worker = asyncio.get_running_loop().create_task(
-            self._serve(), name=f"fleetgate-coap-{peer}"
+        self._worker: asyncio.Task[None] | None = (
+            asyncio.get_running_loop().create_task(
+                self._serve(), name=f"fleetgate-coap-{peer}"
+            )
         )
 
     def receive(self, payload: bytes) -> None:
@@ -131,7 +133,12 @@ class DeviceLink:
 
     def close(self) -> None:
         """Stop serving; pending requests are dropped."""
-        self._worker.cancel()
+        # A cancelled task keeps its CancelledError, whose traceback holds
+        # the worker's frame and so this link and its session: drop the
+        # task here so that no cycle keeps the session's memory alive.
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.cancel()
 
     async def _serve(self) -> None:
         identity = session_identity(self.session.connection)

@@ -80,7 +80,6 @@ class DtlsSession:
         self.peer_identity: object | None = None
         # Set by the application once the session is bound to a device.
         self.application_state: object | None = None
-        self.presented_chain: dict[int, object] = {}
 
         self._connection = SSL.Connection(context, None)
         self._connection.set_app_data(self)
@@ -130,6 +129,11 @@ class DtlsSession:
         self.listener.session_ended(
             self, was_established=(previous is SessionState.ESTABLISHED)
         )
+        # Break the session <-> connection <-> application cycles now: the
+        # cycle collector does not see OpenSSL's native memory (tens of KB
+        # per connection), so it would run far too rarely to reclaim it.
+        self._connection.set_app_data(None)
+        self.application_state = None
 
     def flush(self) -> None:
         """Send every record OpenSSL has written, packed to the MTU."""
