@@ -9,6 +9,7 @@ import pytest
 from fleetgate.errors import InvalidInput, NotFound
 from fleetgate.store.database import Database
 from fleetgate.store.devices import create_device, delete_device
+from fleetgate.store.models import DeviceState
 from fleetgate.store.projects import create_project
 from fleetgate.store.state import delete_state, get_state, set_state
 
@@ -194,3 +195,72 @@ def test_slash_in_key_is_one_step(database: Database, device_id: str) -> None:
     assert get_state(database, device_id, ("a/b",)) == 1
     with pytest.raises(NotFound):
         get_state(database, device_id, ("a",))
+
+
+def _nested_arrays(levels: int) -> object:
+    value: object = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        pytest.param(("a",) * 31, [], id="ok/path-and-array-at-limit"),
+        pytest.param(("a",) * 32, 1, id="ok/path-at-limit"),
+        pytest.param((), {"a": _nested_arrays(31)}, id="ok/document-at-limit"),
+        pytest.param(("k" * 510,), 1, id="ok/path-length-at-limit"),
+    ],
+)
+def test_set_accepts_limits(
+    database: Database, device_id: str, path: tuple[str, ...], value: object
+) -> None:
+    set_state(database, device_id, path, value)
+    assert get_state(database, device_id, path) == value
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        pytest.param(("a",) * 32, [], "more than 32 levels", id="fail/array-over"),
+        pytest.param(("a",) * 33, 1, "more than 32 levels", id="fail/path-over"),
+        pytest.param(
+            (), {"a": _nested_arrays(32)}, "more than 32 levels", id="fail/document"
+        ),
+        pytest.param(
+            tuple(f"k{i}" for i in range(48)),
+            _nested_arrays(450),
+            "more than 32 levels",
+            id="fail/deep-arrays-under-long-path",
+        ),
+        pytest.param(("k" * 512,), 1, "maximum is 512", id="fail/path-length"),
+    ],
+)
+def test_set_rejects_beyond_limits(
+    database: Database,
+    device_id: str,
+    path: tuple[str, ...],
+    value: object,
+    message: str,
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        set_state(database, device_id, path, value)
+    assert get_state(database, device_id, ()) == {}
+
+
+def test_deep_document_stays_readable(database: Database, device_id: str) -> None:
+    # Stored directly, as a write from before the depth limit could have.
+    with database.session() as session:
+        session.add(
+            DeviceState(
+                device_id=device_id,
+                document={"deep": _nested_arrays(600)},
+                revision=1,
+            )
+        )
+
+    assert get_state(database, device_id, ("deep",)) == _nested_arrays(600)
+    assert set_state(database, device_id, ("other",), 1) == 2
+    assert delete_state(database, device_id, ("deep",)) == 3
+    assert get_state(database, device_id, ()) == {"other": 1}

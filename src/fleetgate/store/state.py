@@ -10,13 +10,20 @@ transaction that first locks the device row (``SELECT ... FOR UPDATE``
 on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so concurrent writers to
 one device are applied one after another and none is lost. Every change
 increments the document's ``revision``.
+
+Limits: a write may nest at most ``MAX_DEPTH`` (32) levels, counting
+each path step and each object or array of the value, so ``{"a": [1]}``
+at ``("x",)`` takes three levels. Its path may have at most
+``MAX_PATH_LENGTH`` (512) characters, slashes included. A write over
+either limit raises InvalidInput (CoAP 4.00, HTTP 400) and stores
+nothing. Reads and deletions copy documents without recursion, so a
+deeper document stored before these limits existed stays readable.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -28,6 +35,9 @@ from fleetgate.store.database import Database
 from fleetgate.store.models import Device, DeviceState, utcnow
 
 StatePath = tuple[str, ...]
+
+MAX_DEPTH = 32
+MAX_PATH_LENGTH = 512
 
 
 def get_state(
@@ -55,7 +65,7 @@ def get_state(
                 f"of device {device_id!r}"
             )
         node = node[key]
-    return copy.deepcopy(node)
+    return _copy_json(node)
 
 
 def set_state(
@@ -71,10 +81,12 @@ def set_state(
 
     Missing objects on the way are created, and a non-object on the way
     is replaced by an object. The empty path replaces the whole document,
-    which must then be an object. With ``actor`` the change is audited
-    by path, without the value.
+    which must then be an object. Raises InvalidInput when the path or
+    the value breaks the limits in the module docstring. With ``actor``
+    the change is audited by path, without the value.
     """
     steps = _validate_path(path)
+    _check_limits(steps, value)
     _validate_value(value, steps)
     if not steps and not isinstance(value, dict):
         raise InvalidInput(
@@ -85,9 +97,9 @@ def set_state(
     with db.session() as session:
         state = _lock_state(session, device_id, project_id)
         if not steps:
-            document: dict[str, Any] = copy.deepcopy(value)
+            document: dict[str, Any] = _copy_json(value)
         else:
-            document = copy.deepcopy(state.document)
+            document = _copy_json(state.document)
             parent = document
             for key in steps[:-1]:
                 child = parent.get(key)
@@ -95,7 +107,7 @@ def set_state(
                     child = {}
                     parent[key] = child
                 parent = child
-            parent[steps[-1]] = copy.deepcopy(value)
+            parent[steps[-1]] = _copy_json(value)
         if actor is not None:
             _audit(session, actor, "state.set", device_id, project_id, steps)
         return _write(state, document)
@@ -120,7 +132,7 @@ def delete_state(
 
     with db.session() as session:
         state = _lock_state(session, device_id, project_id)
-        document: dict[str, Any] = copy.deepcopy(state.document)
+        document: dict[str, Any] = _copy_json(state.document)
         if steps:
             parent: Any = document
             for key in steps[:-1]:
@@ -203,6 +215,81 @@ def _validate_path(path: Sequence[str]) -> StatePath:
                 "a non-empty string"
             )
     return steps
+
+
+def _check_limits(steps: StatePath, value: Any) -> None:
+    rendered = _render(steps)
+    if len(rendered) > MAX_PATH_LENGTH:
+        raise InvalidInput(
+            f"cannot store state at {rendered[:40]}...: the path has "
+            f"{len(rendered)} characters and the maximum is {MAX_PATH_LENGTH}, "
+            "so use shorter keys"
+        )
+    # Checked before json.dumps and the copies, which recurse per level.
+    value_depth = _nesting_depth(value, limit=MAX_DEPTH - len(steps))
+    if len(steps) + value_depth > MAX_DEPTH:
+        raise InvalidInput(
+            f"cannot store state at {rendered}: the document would nest more "
+            f"than {MAX_DEPTH} levels deep (each path step and each object or "
+            "array in the value counts one), so store a flatter value or use "
+            "a shorter path"
+        )
+
+
+def _nesting_depth(value: Any, *, limit: int) -> int:
+    """Return the levels of objects and arrays in ``value``, 0 for a scalar.
+
+    Stops one level past ``limit``, so a huge value costs no more than that.
+    """
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, dict):
+            children: Iterable[Any] = node.values()
+        elif isinstance(node, list | tuple):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _copy_json(value: Any) -> Any:
+    """Copy nested objects and arrays with a loop rather than recursion.
+
+    ``copy.deepcopy`` takes two stack frames per level, so under Python's
+    default recursion limit of 1000 it fails some 490 levels down.
+    """
+    root = _empty_like(value)
+    if root is None:
+        return value
+    pending: list[tuple[Any, Any]] = [(value, root)]
+    while pending:
+        source, target = pending.pop()
+        items = source.items() if isinstance(source, dict) else enumerate(source)
+        for key, item in items:
+            copied = _empty_like(item)
+            if copied is None:
+                copied = item
+            else:
+                pending.append((item, copied))
+            if isinstance(target, dict):
+                target[key] = copied
+            else:
+                target.append(copied)
+    return root
+
+
+def _empty_like(value: Any) -> dict[str, Any] | list[Any] | None:
+    if isinstance(value, dict):
+        return {}
+    if isinstance(value, list | tuple):
+        return []
+    return None
 
 
 def _validate_value(value: Any, steps: StatePath) -> None:
