@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from fleetgate.gateway.services.state import MAX_VALUE_BYTES
 from fleetgate.store import state
 from fleetgate.store.database import Database
+from fleetgate.store.models import DeviceState
 
 
 @pytest.fixture
@@ -103,6 +104,10 @@ def test_trailing_slash_is_ignored(acme: TestClient, data: str) -> None:
             "payload_too_large",
             id="fail/too-large",
         ),
+        pytest.param(b"[" * 40 + b"]" * 40, 400, "invalid_input", id="fail/deep"),
+        pytest.param(
+            b"[" * 5000 + b"]" * 5000, 400, "invalid_input", id="fail/too-deep-to-parse"
+        ),
     ],
 )
 def test_bad_bodies(
@@ -134,3 +139,23 @@ def test_other_projects_device_is_404(
     assert admin.get(path).status_code == 404
     assert admin.put(f"{path}/x", json=1).status_code == 404
     assert acme.get(data).json() == {"data": {}}
+
+
+def test_deep_stored_document_is_readable(
+    acme: TestClient, data: str, database: Database
+) -> None:
+    deep: object = []
+    for _ in range(599):
+        deep = [deep]
+    # Stored directly, as a write from before the depth limit could have.
+    with database.session() as session:
+        session.add(
+            DeviceState(
+                device_id=data.split("/")[-2], document={"deep": deep}, revision=1
+            )
+        )
+
+    response = acme.get(data)
+
+    assert response.status_code == 200, response.text
+    assert response.text.startswith('{"data":{"deep":[[[')

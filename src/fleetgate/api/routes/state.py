@@ -9,8 +9,9 @@ when nothing was there. ``.../data`` alone is the whole document, which
 must stay a JSON object.
 
 A value may be any JSON, null included, up to the size that a device
-can read back in one CoAP message. JSON has no NaN or infinity, so
-those literals are rejected.
+can read back in one CoAP message. With its path it may nest at most
+32 levels (:data:`fleetgate.store.state.MAX_DEPTH`). JSON has no NaN or
+infinity, so those literals are rejected.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from fleetgate.api.auth import ScopeDep
 from fleetgate.api.context import ContextDep
@@ -55,7 +57,7 @@ _BODY: dict[str, Any] = {
 @router.get("/{path:path}", summary="Read the state value at a path")
 async def read_state(
     device_id: str, context: ContextDep, scope: ScopeDep, path: str = ""
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Return ``{"data": value}``, or 404 when nothing is at the path."""
     value = await asyncio.to_thread(
         state.get_state,
@@ -64,7 +66,10 @@ async def read_state(
         split_path(path),
         project_id=scope.project_id,
     )
-    return {"data": value}
+    # Encoded with json.dumps rather than FastAPI's recursive encoder,
+    # which overflows the stack on a document stored before the depth
+    # limit existed.
+    return JSONResponse({"data": value})
 
 
 @router.post("", summary="Replace the whole state document", openapi_extra=_BODY)
@@ -130,6 +135,11 @@ def parse_value(body: bytes) -> Any:
         return json.loads(body, parse_constant=_reject_constant)
     except ValueError as exc:
         raise InvalidInput(f"cannot store state: invalid JSON body ({exc})") from exc
+    except RecursionError as exc:
+        raise InvalidInput(
+            "cannot store state: the JSON body nests too deeply to parse, "
+            f"and a document may nest at most {state.MAX_DEPTH} levels"
+        ) from exc
 
 
 def _reject_constant(name: str) -> Any:
