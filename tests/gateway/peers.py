@@ -134,6 +134,29 @@ class PartialHandshake:
 Filter = Callable[[int, bytes], bool]
 
 
+def is_application_data(datagram: bytes) -> bool:
+    """Tell whether a datagram opens with a DTLS application-data record.
+
+    Handshake retransmissions that were still in flight when a test
+    armed a filter start with other record types, so filters and counts
+    that look only at application data are not thrown off by them.
+    """
+    return bool(datagram) and datagram[0] == records.CONTENT_APPLICATION_DATA
+
+
+def drop_first_application_data() -> Filter:
+    """Return a filter that drops the next application-data datagram only."""
+    dropped: list[bytes] = []
+
+    def drop(index: int, datagram: bytes) -> bool:
+        if dropped or not is_application_data(datagram):
+            return False
+        dropped.append(datagram)
+        return True
+
+    return drop
+
+
 class UdpRelay:
     """Forwards datagrams between one client and the gateway in a thread.
 
