@@ -81,6 +81,10 @@ class Reason(enum.StrEnum):
     CHAIN_INVALID = "chain_invalid"
     CA_ALREADY_REGISTERED = "ca_already_registered"
 
+    # Handshakes that fail before or besides chain verification.
+    NO_CLIENT_CERTIFICATE = "no_client_certificate"
+    HANDSHAKE_FAILED = "handshake_failed"
+
     # Devices.
     DEVICE_DISABLED = "device_disabled"
 

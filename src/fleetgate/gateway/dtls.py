@@ -29,11 +29,20 @@ from typing import Protocol, cast
 
 from OpenSSL import SSL
 
+from fleetgate.errors import Reason
 from fleetgate.gateway import records
 
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
+
+
+def _openssl_reason(exc: SSL.Error) -> str:
+    """Return the reason text of OpenSSL's last error, or the whole message."""
+    errors = exc.args[0] if exc.args else None
+    if isinstance(errors, list) and errors and isinstance(errors[-1], tuple):
+        return str(errors[-1][-1])
+    return str(exc)
 
 
 class SessionState(enum.Enum):
@@ -255,6 +264,8 @@ class DtlsListener(asyncio.DatagramProtocol):
         )
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        if not data:
+            return  # an empty datagram carries no record (RFC 6347 4.1)
         address: Address = (str(addr[0]), int(addr[1]))
         session = self.sessions.get(address)
         hello = records.parse_client_hello(data)
@@ -324,16 +335,30 @@ class DtlsListener(asyncio.DatagramProtocol):
         self.application.session_established(session)
 
     def handshake_failed(self, session: DtlsSession, exc: SSL.Error) -> None:
-        """Record a failed handshake; refusals by policy are logged by the verifier."""
+        """Log a failed handshake unless the chain verifier already did.
+
+        The peer has proven its address with a cookie, so each failure is
+        a real client being turned away: a missing client certificate, a
+        key that does not match the certificate, no shared cipher suite.
+        """
         if self._on_refused is not None:
             self._on_refused(session, exc)
-        else:
-            log.debug(
-                "handshake failed peer=%s:%s error=%s",
-                session.address[0],
-                session.address[1],
-                exc,
-            )
+            return
+        if getattr(session, "tls_verdict", None) is not None:
+            return  # refused by the chain verifier, which logged the reason
+        detail = _openssl_reason(exc)
+        reason = (
+            Reason.NO_CLIENT_CERTIFICATE
+            if "did not return a certificate" in detail
+            else Reason.HANDSHAKE_FAILED
+        )
+        log.warning(
+            "device refused peer=%s:%s reason=%s error=%s",
+            session.address[0],
+            session.address[1],
+            reason,
+            detail,
+        )
 
     def session_ended(self, session: DtlsSession, *, was_established: bool) -> None:
         """Remove a closed session from the table."""

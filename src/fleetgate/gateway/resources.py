@@ -94,6 +94,11 @@ def decode_body(payload: bytes, content_format: int | None) -> Any:
             return json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidInput(f"cannot decode body: invalid JSON ({exc})") from exc
+        except RecursionError as exc:
+            raise InvalidInput("cannot decode body: JSON nested too deeply") from exc
+        except ValueError as exc:
+            # Integers beyond Python's int-to-string digit limit, for one.
+            raise InvalidInput(f"cannot decode body: unsupported JSON ({exc})") from exc
     if content_format == CBOR:
         try:
             value = cbor2.loads(payload)
