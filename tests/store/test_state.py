@@ -264,3 +264,20 @@ def test_deep_document_stays_readable(database: Database, device_id: str) -> Non
     assert set_state(database, device_id, ("other",), 1) == 2
     assert delete_state(database, device_id, ("deep",)) == 3
     assert get_state(database, device_id, ()) == {"other": 1}
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        pytest.param(None, "not null", id="fail/null"),
+        pytest.param([1], "not an array", id="fail/array"),
+        pytest.param(21.5, "not a number", id="fail/number"),
+        pytest.param("on", "not a string", id="fail/string"),
+        pytest.param(True, "not a boolean", id="fail/boolean"),
+    ],
+)
+def test_root_error_names_json_type(
+    database: Database, device_id: str, value: object, named: str
+) -> None:
+    with pytest.raises(InvalidInput, match=f"must be a JSON object, {named}$"):
+        set_state(database, device_id, (), value)

@@ -91,7 +91,7 @@ def set_state(
     if not steps and not isinstance(value, dict):
         raise InvalidInput(
             f"cannot set the state of device {device_id!r}: the whole "
-            f"document must be a JSON object, not {type(value).__name__}"
+            f"document must be a JSON object, not {_describe_json_type(value)}"
         )
 
     with db.session() as session:
@@ -301,6 +301,21 @@ def _validate_value(value: Any, steps: StatePath) -> None:
         raise InvalidInput(
             f"cannot store state at {_render(steps)}: the value is not JSON ({exc})"
         ) from exc
+
+
+def _describe_json_type(value: Any) -> str:
+    # Device firmware authors read this, so it names JSON types, not Python's.
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return type(value).__name__
 
 
 def _render(steps: Sequence[object]) -> str:
