@@ -80,6 +80,11 @@ HANDLED_OPTIONS = frozenset(
 )
 
 Associator = Callable[[object], Awaitable[ConnectedDevice]]
+# Raises DeviceRejected when the device or its anchor CA was disabled.
+Revalidator = Callable[[object, ConnectedDevice], Awaitable[None]]
+# How often an established session rechecks that its device and anchor CA
+# are still enabled, at the next request after this many seconds.
+REVALIDATE_SECONDS = 5.0
 
 
 class DeviceLink:
@@ -171,10 +176,47 @@ class DeviceLink:
             )
             return
 
+        checked_at = asyncio.get_running_loop().time()
         while True:
             message = await self._queue.get()
+            now = asyncio.get_running_loop().time()
+            if now - checked_at >= REVALIDATE_SECONDS:
+                checked_at = now
+                if not await self._still_allowed(identity, message):
+                    return
             response = await self._dispatch(self.device, message)
             self._respond(message, response)
+
+    async def _still_allowed(self, identity: object, message: Message) -> bool:
+        """Check that the device and its anchor CA are still enabled.
+
+        An operator who disables a device or a CA expects its open
+        sessions to stop, not only its next handshake.
+        """
+        assert self.device is not None
+        try:
+            await self.endpoint.revalidate(identity, self.device)
+        except DeviceRejected as exc:
+            log.warning(
+                "session ended peer=%s:%s %s",
+                self.session.address[0],
+                self.session.address[1],
+                exc.log_fields(),
+            )
+            self._respond(message, CoapResponse.diagnostic(Code.FORBIDDEN, exc.message))
+            self.session.close(notify=True)
+            return False
+        except FleetgateError as exc:
+            # The store is unreachable: keep serving on the last verdict
+            # rather than cutting every device off during an outage.
+            log.error(
+                "cannot recheck device peer=%s:%s reason=%s error=%s",
+                self.session.address[0],
+                self.session.address[1],
+                exc.reason,
+                exc,
+            )
+        return True
 
     async def _answer_all_then_close(self, response: CoapResponse) -> None:
         """Answer every request for a short while with ``response``, then close.
@@ -312,9 +354,12 @@ class DeviceLink:
 class CoapEndpoint:
     """Serves CoAP over every established DTLS session of a listener."""
 
-    def __init__(self, router: Router, associate: Associator) -> None:
+    def __init__(
+        self, router: Router, associate: Associator, revalidate: Revalidator
+    ) -> None:
         self.router = router
         self.associate = associate
+        self.revalidate = revalidate
         self._links: dict[int, DeviceLink] = {}
         self._mid = int.from_bytes(os.urandom(2), "big")
 

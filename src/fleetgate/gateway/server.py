@@ -23,7 +23,13 @@ from OpenSSL import SSL
 
 from fleetgate import provisioning
 from fleetgate.config import GatewaySettings
-from fleetgate.errors import ChainRejected, InvalidInput
+from fleetgate.errors import (
+    ChainRejected,
+    DeviceRejected,
+    InvalidInput,
+    NotFound,
+    Reason,
+)
 from fleetgate.gateway.coap import CoapEndpoint
 from fleetgate.gateway.dtls import DtlsListener, DtlsSession
 from fleetgate.gateway.resources import ConnectedDevice, Router
@@ -33,7 +39,7 @@ from fleetgate.gateway.tls import ServerCredentials, build_server_context
 from fleetgate.gateway.trust import TrustCache
 from fleetgate.pki.verify import ChainVerifier, VerifiedDevice
 from fleetgate.providers.sync import ProviderSyncLoop
-from fleetgate.store import certificates
+from fleetgate.store import certificates, devices
 from fleetgate.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -66,7 +72,7 @@ class Gateway:
         self.router.add("v1", CsrService(db, mtu=settings.mtu).handle)
         # Keeps CA certificates of local and AWS providers in sync.
         self.provider_sync = ProviderSyncLoop(db)
-        self.endpoint = CoapEndpoint(self.router, self._associate)
+        self.endpoint = CoapEndpoint(self.router, self._associate, self._revalidate)
         self.context = build_server_context(
             credentials,
             self._authenticate,
@@ -135,6 +141,11 @@ class Gateway:
             )
             raise
 
+    async def _revalidate(self, identity: object, device: ConnectedDevice) -> None:
+        if not isinstance(identity, VerifiedDevice):
+            raise InvalidInput("cannot recheck: the session has no verified identity")
+        await _check_still_enabled(self, identity, device)
+
     async def _associate(self, identity: object) -> ConnectedDevice:
         if not isinstance(identity, VerifiedDevice):
             raise InvalidInput("cannot associate: the session has no verified identity")
@@ -157,6 +168,42 @@ class Gateway:
             device_id=device.device_id,
             device_name=device.name,
             certificate_id=identity.certificate_id,
+        )
+
+
+async def _check_still_enabled(
+    gateway: Gateway, identity: VerifiedDevice, device: ConnectedDevice
+) -> None:
+    trust = gateway.trust.anchors_for(identity.project_id)
+    anchors = {anchor.fingerprint for anchor in trust.anchors} if trust else set()
+    if identity.anchor_fingerprint not in anchors:
+        raise DeviceRejected(
+            f"cannot serve device {device.device_id!r}: its CA certificate "
+            f"{identity.anchor_fingerprint} is no longer enabled in the project",
+            reason=Reason.UNKNOWN_CA,
+            project_id=identity.project_id,
+            certificate_id=identity.certificate_id,
+            fingerprint=identity.fingerprint,
+        )
+    try:
+        record = await asyncio.to_thread(
+            devices.get_device, gateway.db, identity.project_id, device.device_id
+        )
+    except NotFound as exc:
+        raise DeviceRejected(
+            f"cannot serve device {device.device_id!r}: it was deleted",
+            reason=Reason.NOT_FOUND,
+            project_id=identity.project_id,
+            certificate_id=identity.certificate_id,
+            fingerprint=identity.fingerprint,
+        ) from exc
+    if not record.enabled:
+        raise DeviceRejected(
+            f"cannot serve device {device.device_id!r}: it is disabled",
+            reason=Reason.DEVICE_DISABLED,
+            project_id=identity.project_id,
+            certificate_id=identity.certificate_id,
+            fingerprint=identity.fingerprint,
         )
 
 
