@@ -58,6 +58,9 @@ class GatewaySettings:
     mtu: int = 1232
     idle_timeout: dt.timedelta = dt.timedelta(minutes=5)
     max_sessions: int = 10_000
+    # Handshakes in progress from one IP address. Generous, because many
+    # devices behind one NAT reconnect together after an outage.
+    max_handshakes_per_address: int = 256
     handshake_timeout: dt.timedelta = dt.timedelta(seconds=30)
 
 

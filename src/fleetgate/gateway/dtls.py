@@ -20,6 +20,7 @@ every connection is a full handshake with a fresh chain verification.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
@@ -237,6 +238,7 @@ class DtlsListener(asyncio.DatagramProtocol):
         *,
         mtu: int,
         max_sessions: int,
+        max_handshakes_per_address: int = 256,
         idle_timeout: float,
         handshake_timeout: float,
         on_refused: Callable[[DtlsSession, Exception], None] | None = None,
@@ -245,6 +247,11 @@ class DtlsListener(asyncio.DatagramProtocol):
         self.application = application
         self.mtu = mtu
         self.max_sessions = max_sessions
+        self.max_handshakes_per_address = max_handshakes_per_address
+        # Handshakes in progress per source IP address, so that one host
+        # cannot fill the session table with handshakes it never finishes.
+        self._handshakes_by_host: collections.Counter[str] = collections.Counter()
+        self._dropped_busy_host = 0
         self.idle_timeout = idle_timeout
         self.handshake_timeout = handshake_timeout
         self.cookies = records.CookieJar()
@@ -307,8 +314,25 @@ class DtlsListener(asyncio.DatagramProtocol):
                     self._dropped_full,
                 )
             return
+        host = address[0]
+        if self._handshakes_by_host[host] >= self.max_handshakes_per_address:
+            self._dropped_busy_host += 1
+            if self._dropped_busy_host in (1, 10, 100) or (
+                self._dropped_busy_host % 1000 == 0
+            ):
+                log.warning(
+                    "too many handshakes in progress from one address, "
+                    "handshake dropped peer=%s:%s max_handshakes_per_address=%d "
+                    "dropped=%d",
+                    address[0],
+                    address[1],
+                    self.max_handshakes_per_address,
+                    self._dropped_busy_host,
+                )
+            return
         session = DtlsSession(self, self.context, address, client_random=hello.random)
         self.sessions[address] = session
+        self._handshakes_by_host[host] += 1
         session.feed(data)
 
     def error_received(self, exc: Exception) -> None:
@@ -326,6 +350,7 @@ class DtlsListener(asyncio.DatagramProtocol):
 
     def handshake_completed(self, session: DtlsSession) -> None:
         """Hand a freshly established session to the application."""
+        self._handshake_finished(session)
         log.debug(
             "handshake completed peer=%s:%s cipher=%s",
             session.address[0],
@@ -362,10 +387,20 @@ class DtlsListener(asyncio.DatagramProtocol):
 
     def session_ended(self, session: DtlsSession, *, was_established: bool) -> None:
         """Remove a closed session from the table."""
+        if not was_established:
+            self._handshake_finished(session)
         if self.sessions.get(session.address) is session:
             del self.sessions[session.address]
         if was_established:
             self.application.session_closed(session)
+
+    def _handshake_finished(self, session: DtlsSession) -> None:
+        host = session.address[0]
+        remaining = self._handshakes_by_host[host] - 1
+        if remaining > 0:
+            self._handshakes_by_host[host] = remaining
+        else:
+            self._handshakes_by_host.pop(host, None)
 
     # Housekeeping
 

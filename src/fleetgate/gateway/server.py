@@ -106,6 +106,7 @@ class Gateway:
                 self.endpoint,
                 mtu=self.settings.mtu,
                 max_sessions=self.settings.max_sessions,
+                max_handshakes_per_address=self.settings.max_handshakes_per_address,
                 idle_timeout=self.settings.idle_timeout.total_seconds(),
                 handshake_timeout=self.settings.handshake_timeout.total_seconds(),
             ),
