@@ -53,10 +53,10 @@ EXCHANGE_LIFETIME = 247.0
 DEDUPLICATION_WINDOW = 32
 # Requests queued behind the one being served before new ones are shed.
 MAX_QUEUED_REQUESTS = 16
-# How long a refused device's requests are answered (4.03, 5.03) before
+# How long a refused device's requests get 4.03 or 5.03 responses before
 # its session is closed.
 REFUSAL_GRACE_SECONDS = 2.0
-# Max-Age of a 5.03 answer: when the device may retry (RFC 7252 5.9.3.4).
+# Max-Age of a 5.03 response: when the device may retry (RFC 7252 5.9.3.4).
 RETRY_AFTER_SECONDS = 30
 # Largest CoAP message that fits one DTLS record, whose plaintext is at
 # most 2^14 bytes (RFC 6347 4.1, RFC 5246 6.2.1). Block-wise transfer
@@ -138,7 +138,7 @@ class DeviceLink:
 
     def close(self) -> None:
         """Stop serving; pending requests are dropped."""
-        # A cancelled task keeps its CancelledError, whose traceback holds
+        # A cancelled task keeps its CancelledError, whose traceback references
         # the worker's frame and so this link and its session: drop the
         # task here so that no cycle keeps the session's memory alive.
         worker, self._worker = self._worker, None
@@ -219,7 +219,7 @@ class DeviceLink:
         return True
 
     async def _answer_all_then_close(self, response: CoapResponse) -> None:
-        """Answer every request for a short while with ``response``, then close.
+        """Respond to every request with ``response`` for a short while, then close.
 
         The device learns why it is refused from a CoAP response, which it
         reports, instead of from a session that silently goes away.

@@ -55,7 +55,7 @@ class SessionState(enum.Enum):
 
 
 class DtlsApplication(Protocol):
-    """What runs on top of established sessions (the CoAP layer)."""
+    """The layer on top of established sessions (the CoAP endpoint)."""
 
     def session_established(self, session: DtlsSession) -> None:
         """Start serving ``session``; its peer has been verified."""

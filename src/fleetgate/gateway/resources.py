@@ -1,6 +1,6 @@
 """Requests, responses and routing for the device-facing CoAP resources.
 
-A service sees a decoded :class:`CoapRequest` from an authenticated,
+A service receives a decoded :class:`CoapRequest` from an authenticated,
 associated device and returns a :class:`CoapResponse`; message IDs,
 tokens, retransmissions and encryption are the endpoint's business.
 Routing is by the first Uri-Path segment (``.d``, ``.s``, ``v1``...),

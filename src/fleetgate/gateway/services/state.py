@@ -36,7 +36,7 @@ class StateService:
         self._db = db
 
     async def handle(self, request: CoapRequest) -> CoapResponse:
-        """Answer a GET, POST, PUT or DELETE on ``.d/<path>``."""
+        """Serve a GET, POST, PUT or DELETE on ``.d/<path>``."""
         path = request.path[1:]
         device_id = request.device.device_id
 
