@@ -36,8 +36,15 @@ from fleetgate.providers.aws_pca import AwsPcaProvider
 from fleetgate.providers.base import PkiProvider, ProviderState
 from fleetgate.providers.local import LocalProvider, generate_ca
 from fleetgate.providers.offline import OfflineProvider
-from fleetgate.providers.sync import SyncResult, provider_for, sync_project
+from fleetgate.providers.sync import (
+    SyncResult,
+    local_provider,
+    provider_for,
+    set_project_provider,
+    sync_project,
+)
 from fleetgate.store import pki_providers
+from fleetgate.store.audit import CLI_ACTOR
 from fleetgate.store.projects import get_project
 
 app = typer.Typer(
@@ -135,22 +142,16 @@ def set_(
         else:
             provider = OfflineProvider()
 
-        status = (
-            ProviderState.OFFLINE
-            if kind is KindChoice.OFFLINE
-            else ProviderState.CONFIGURED
-        )
-        pki_providers.set_provider_config(
+        set_project_provider(
             db,
             project_id,
-            kind.value,
-            provider.public_settings(),
-            status=status,
+            provider,
             max_rotations_per_hour=max_rotations_per_hour,
+            actor=CLI_ACTOR,
         )
         print_message(f"Provider of project {project_id} set to {kind.value}")
         if kind is not KindChoice.OFFLINE:
-            _report(sync_project(db, project_id))
+            _report(sync_project(db, project_id, actor=CLI_ACTOR))
 
 
 @app.command("status")
@@ -195,7 +196,7 @@ def sync(
 ) -> None:
     """Register the provider's CA certificates and disable withdrawn ones."""
     with exit_on_error(), opened_database(data_dir, database_url) as db:
-        _report(sync_project(db, project_id))
+        _report(sync_project(db, project_id, actor=CLI_ACTOR))
 
 
 def _report(result: SyncResult) -> None:
@@ -242,9 +243,7 @@ def _local(
         raise InvalidInput(
             "cannot set local provider: give --ca-key and --ca-cert, or --generate"
         )
-    provider = LocalProvider(ca_key.resolve(), ca_cert.resolve(), days=days)
-    provider.load_ca()
-    return provider
+    return local_provider(ca_key, ca_cert, days=days)
 
 
 def _aws(

@@ -1,4 +1,9 @@
-"""Building a project's provider, and keeping its CA certificates in sync.
+"""Building and setting a project's provider, and keeping its CAs in sync.
+
+The command line and the management API set a provider with
+:func:`local_provider` or the provider classes, then
+:func:`set_project_provider` and :func:`sync_project`, so both behave
+the same.
 
 A sync registers every CA certificate the provider offers in the project,
 with source ``local`` or ``aws-pca``. It also disables the project's CA
@@ -21,10 +26,17 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from fleetgate.errors import Conflict, FleetgateError, InvalidCertificate
+from fleetgate.errors import (
+    Conflict,
+    FleetgateError,
+    InvalidCertificate,
+    InvalidInput,
+    ProviderFailed,
+)
 from fleetgate.pki.identity import fingerprint
 from fleetgate.providers.aws_pca import AwsPcaProvider
 from fleetgate.providers.base import PkiProvider, ProviderKind, ProviderState
@@ -66,18 +78,67 @@ def build_provider(config: ProviderConfigRecord) -> PkiProvider:
     )
 
 
+def local_provider(ca_key: Path, ca_cert: Path, *, days: int) -> LocalProvider:
+    """Build a local provider from existing files and check that they load.
+
+    Raises InvalidInput when the key or certificate cannot be read or
+    they do not belong together.
+    """
+    provider = LocalProvider(ca_key.resolve(), ca_cert.resolve(), days=days)
+    try:
+        provider.load_ca()
+    except ProviderFailed as exc:
+        raise InvalidInput(f"cannot set local provider: {exc.message}") from exc
+    return provider
+
+
+def set_project_provider(
+    db: Database,
+    project_id: str,
+    provider: PkiProvider,
+    *,
+    max_rotations_per_hour: int | None = None,
+    actor: str | None = None,
+) -> ProviderConfigRecord:
+    """Store ``provider`` as the project's provider, replacing the old one.
+
+    The CA certificates are not synced here, so call
+    :func:`sync_project` next. With ``actor`` the change is audited.
+    """
+    status = (
+        ProviderState.OFFLINE
+        if provider.kind is ProviderKind.OFFLINE
+        else ProviderState.CONFIGURED
+    )
+    return pki_providers.set_provider_config(
+        db,
+        project_id,
+        provider.kind.value,
+        provider.public_settings(),
+        status=status,
+        max_rotations_per_hour=max_rotations_per_hour,
+        actor=actor,
+    )
+
+
 def provider_for(db: Database, project_id: str) -> PkiProvider:
     """Return the provider of a project; raises NotFound for no project."""
     return build_provider(pki_providers.get_provider_config(db, project_id))
 
 
 def sync_project(
-    db: Database, project_id: str, *, now: dt.datetime | None = None
+    db: Database,
+    project_id: str,
+    *,
+    now: dt.datetime | None = None,
+    actor: str | None = None,
 ) -> SyncResult:
     """Bring a project's CA certificates in line with its provider.
 
     Records the outcome (status, error, CA count) on the provider row.
     A provider error is recorded, then raised for the caller to report.
+    An offline provider changes nothing. With ``actor`` the outcome and
+    each CA certificate added or disabled are audited.
     """
     config = pki_providers.get_provider_config(db, project_id)
     if config.kind == ProviderKind.OFFLINE:
@@ -87,7 +148,7 @@ def sync_project(
         offered = build_provider(config).list_ca_certificates()
     except FleetgateError as exc:
         pki_providers.record_provider_status(
-            db, project_id, status=ProviderState.ERROR, error=exc.message
+            db, project_id, status=ProviderState.ERROR, error=exc.message, actor=actor
         )
         raise
 
@@ -109,6 +170,7 @@ def sync_project(
                 offer.certificate.public_bytes(Encoding.DER),
                 source=config.kind,
                 now=synced_at,
+                actor=actor,
             )
         except Conflict:
             continue  # another process registered it in between
@@ -137,7 +199,7 @@ def sync_project(
         )
 
     disabled = _disable_withdrawn(
-        db, project_id, config.kind, registered, offered_fingerprints
+        db, project_id, config.kind, registered, offered_fingerprints, actor
     )
     count = len(offered_fingerprints) - len(skipped)
     pki_providers.record_provider_status(
@@ -147,6 +209,7 @@ def sync_project(
         error=None,
         ca_count=count,
         synced_at=synced_at,
+        actor=actor,
     )
     return SyncResult(
         project_id,
@@ -164,12 +227,15 @@ def _disable_withdrawn(
     kind: str,
     registered: dict[str, certificates.CaCertificateRecord],
     offered_fingerprints: set[str],
+    actor: str | None,
 ) -> list[str]:
     disabled = []
     for digest, ca in registered.items():
         if ca.source != kind or not ca.enabled or digest in offered_fingerprints:
             continue
-        certificates.set_ca_certificate_enabled(db, project_id, ca.id, False)
+        certificates.set_ca_certificate_enabled(
+            db, project_id, ca.id, False, actor=actor
+        )
         disabled.append(digest)
         log.info(
             "provider CA disabled project=%s kind=%s ca_id=%s fingerprint=%s "

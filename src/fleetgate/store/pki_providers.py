@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from fleetgate.errors import Conflict, InvalidInput
+from fleetgate.store import audit
 from fleetgate.store.database import Database
 from fleetgate.store.models import PkiProviderConfig, utcnow
 from fleetgate.store.projects import require_project
@@ -93,11 +94,13 @@ def set_provider_config(
     *,
     status: str,
     max_rotations_per_hour: int | None = None,
+    actor: str | None = None,
 ) -> ProviderConfigRecord:
     """Create or replace a project's provider configuration.
 
     A new configuration starts with no error, no CAs counted and no sync.
-    ``max_rotations_per_hour`` None keeps the current limit.
+    ``max_rotations_per_hour`` None keeps the current limit. With
+    ``actor`` the change is audited as ``provider.set``.
     """
     if max_rotations_per_hour is not None and max_rotations_per_hour < 1:
         raise InvalidInput(
@@ -124,6 +127,20 @@ def set_provider_config(
             if max_rotations_per_hour is not None:
                 row.max_rotations_per_hour = max_rotations_per_hour
             session.flush()
+            if actor is not None:
+                audit.record(
+                    session,
+                    actor=actor,
+                    action="provider.set",
+                    project_id=project_id,
+                    target_type="provider",
+                    target_id=project_id,
+                    details={
+                        "kind": kind,
+                        "settings": dict(settings),
+                        "maxRotationsPerHour": row.max_rotations_per_hour,
+                    },
+                )
             return ProviderConfigRecord.from_row(row)
     except IntegrityError as exc:
         # Two processes configured the same project at once.
@@ -141,8 +158,12 @@ def record_provider_status(
     error: str | None,
     ca_count: int | None = None,
     synced_at: dt.datetime | None = None,
+    actor: str | None = None,
 ) -> None:
-    """Store the outcome of a sync or health check; a no-op without a row."""
+    """Store the outcome of a sync or health check; a no-op without a row.
+
+    With ``actor`` the outcome is audited as ``provider.sync``.
+    """
     if error is not None and len(error) > MAX_ERROR_LENGTH:
         error = error[: MAX_ERROR_LENGTH - 3] + "..."
     with db.session() as session:
@@ -155,6 +176,16 @@ def record_provider_status(
             row.ca_count = ca_count
         if synced_at is not None:
             row.last_sync_at = synced_at
+        if actor is not None:
+            audit.record(
+                session,
+                actor=actor,
+                action="provider.sync",
+                project_id=project_id,
+                target_type="provider",
+                target_id=project_id,
+                details={"kind": row.kind, "status": status, "caCount": row.ca_count},
+            )
 
 
 def list_provider_configs(
