@@ -285,6 +285,8 @@ class DeviceLink:
                 Code.BAD_OPTION, f"unsupported critical options {unknown}"
             )
         path = tuple(message.opt.uri_path)
+        if not path and message.code is Code.DELETE:
+            return _keepalive_response()
         handler = self.endpoint.router.resolve(path)
         if handler is None:
             return CoapResponse.diagnostic(
@@ -397,6 +399,18 @@ def _empty(mtype: Type, mid: int) -> Message:
     message.mtype = mtype
     message.mid = mid
     return message
+
+
+def _keepalive_response() -> CoapResponse:
+    """Answer the connectivity probe of Golioth's firmware SDK.
+
+    The SDK's libcoap port (``src/coap_client.c``) checks the session at
+    its start and after an idle spell with a confirmable DELETE that has
+    no Uri-Path. It counts any response, but a Reset does not count, and
+    a 4.04 reads as a failure in packet captures, so 2.02 Deleted is sent
+    (RFC 7252 5.8.4: DELETE of a missing resource may succeed).
+    """
+    return CoapResponse(Code.DELETED)
 
 
 def _int_or_none(value: object) -> int | None:
