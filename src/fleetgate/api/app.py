@@ -14,11 +14,20 @@ from fastapi import FastAPI
 
 from fleetgate.api.context import ApiContext, TrustChanged
 from fleetgate.api.errors import GuardMiddleware, install_error_handlers
-from fleetgate.api.routes import audit, certificates, devices, pki, projects, state
+from fleetgate.api.routes import (
+    audit,
+    certificates,
+    devices,
+    pki,
+    projects,
+    state,
+    timeline,
+)
 from fleetgate.store.database import Database
 
 DESCRIPTION = """\
-Manage projects, CA certificates, devices and LightDB State.
+Manage projects, CA certificates, devices and LightDB State, and read
+the logs and LightDB Stream records that devices post.
 
 Send an API key from `fleetgate apikey create` in the `x-api-key`
 header, or as `Authorization: Bearer <key>`. Lists return
@@ -47,7 +56,7 @@ def create_app(db: Database, *, trust_changed: TrustChanged | None = None) -> Fa
     else:
         app.state.fleetgate = ApiContext(db=db, trust_changed=trust_changed)
 
-    for module in (projects, certificates, devices, state, audit, pki):
+    for module in (projects, certificates, devices, state, timeline, audit, pki):
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware)

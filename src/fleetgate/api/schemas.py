@@ -20,8 +20,10 @@ from pydantic.alias_generators import to_camel
 
 from fleetgate.store.audit import AuditRecord
 from fleetgate.store.certificates import CaCertificateRecord
+from fleetgate.store.device_logs import LogEntry
 from fleetgate.store.devices import DeviceRecord
 from fleetgate.store.projects import ProjectRecord
+from fleetgate.store.stream import StreamEntry
 
 Item = TypeVar("Item")
 
@@ -344,3 +346,49 @@ def _key_usages(certificate: x509.Certificate) -> list[str]:
     if usage.key_agreement:
         names += ["encipher_only", "decipher_only"]
     return [to_camel(name) for name in names if getattr(usage, name)]
+
+
+class DeviceLogEntry(ApiModel):
+    """A log entry that a device posted; ``timestamp`` is when it arrived."""
+
+    id: int
+    device_id: str
+    timestamp: dt.datetime
+    level: str
+    module: str
+    message: str
+    metadata: dict[str, Any]
+
+    @classmethod
+    def of(cls, record: LogEntry) -> DeviceLogEntry:
+        """Render a stored log entry."""
+        return cls(
+            id=record.id,
+            device_id=record.device_id,
+            timestamp=record.received_at,
+            level=record.level,
+            module=record.module,
+            message=record.message,
+            metadata=record.metadata,
+        )
+
+
+class StreamItem(ApiModel):
+    """A LightDB Stream record; ``data`` nests the value under its path."""
+
+    id: int
+    device_id: str
+    timestamp: dt.datetime
+    path: str
+    data: Any
+
+    @classmethod
+    def of(cls, record: StreamEntry) -> StreamItem:
+        """Render a stored stream record."""
+        return cls(
+            id=record.id,
+            device_id=record.device_id,
+            timestamp=record.received_at,
+            path="/".join(record.path),
+            data=record.nested(),
+        )

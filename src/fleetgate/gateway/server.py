@@ -34,7 +34,9 @@ from fleetgate.gateway.coap import CoapEndpoint
 from fleetgate.gateway.dtls import DtlsListener, DtlsSession
 from fleetgate.gateway.resources import ConnectedDevice, Router
 from fleetgate.gateway.services.csr import CsrService
+from fleetgate.gateway.services.logs import LogService
 from fleetgate.gateway.services.state import StateService
+from fleetgate.gateway.services.stream import StreamService
 from fleetgate.gateway.tls import ServerCredentials, build_server_context
 from fleetgate.gateway.trust import TrustCache
 from fleetgate.pki.verify import ChainVerifier, VerifiedDevice
@@ -69,6 +71,9 @@ class Gateway:
         self.verifier = ChainVerifier(self.trust)
         self.router = Router()
         self.router.add(".d", StateService(db).handle)
+        self.logs = LogService(db)
+        self.router.add("logs", self.logs.handle)
+        self.router.add(".s", StreamService(db, logs=self.logs.handle).handle)
         self.router.add("v1", CsrService(db, mtu=settings.mtu).handle)
         # Keeps CA certificates of local and AWS providers in sync.
         self.provider_sync = ProviderSyncLoop(db)

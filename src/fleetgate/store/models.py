@@ -24,6 +24,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
@@ -256,3 +257,44 @@ class IssuedCertificate(Base):
     not_after: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     provider: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class DeviceLog(Base):
+    """One log entry that a device posted, timestamped on receipt."""
+
+    __tablename__ = "device_logs"
+    __table_args__ = (
+        # Serves the per-device time-range query, newest first.
+        Index("ix_device_logs_device_id_received_at", "device_id", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    level: Mapped[str] = mapped_column(String(16))
+    module: Mapped[str] = mapped_column(String(128))
+    message: Mapped[str] = mapped_column(Text)
+    # Attributes of the entry other than level, module, message and time.
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+
+
+class StreamRecord(Base):
+    """One LightDB Stream value that a device posted, timestamped on receipt."""
+
+    __tablename__ = "device_stream"
+    __table_args__ = (
+        Index("ix_device_stream_device_id_received_at", "device_id", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Slash-separated path below ``.s``; empty for a post to ``.s`` itself.
+    path: Mapped[str] = mapped_column(String(512))
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)

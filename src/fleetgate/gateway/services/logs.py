@@ -1,0 +1,123 @@
+"""Device logs on ``POST logs`` and ``POST .s/logs``.
+
+Golioth's firmware SDK (``src/log.c``, 2022-2024) encodes each entry as
+a CBOR map of ``level`` (``error``, ``warn``, ``info`` or ``debug``),
+``module`` and ``msg``, and posts it with Content-Format 60 to
+``logs``. ``.s/logs``, under the stream prefix, is served the same way
+for clients that post there. JSON maps (50, or no
+Content-Format) work the same way, ``message`` is taken for ``msg``, and
+a text/plain body (0) is the message of an ``info`` entry. Attributes
+other than these, a device-side ``time`` or ``timestamp`` included, are
+kept as the entry's metadata; the stored time is the time of receipt.
+
+A stored entry gets 2.04 Changed. The SDK treats anything but a
+2.xx as a failure and reports it by logging a warning, which it posts
+here again, so a flooding device is never answered with an error: past
+its rate limit (:class:`~fleetgate.gateway.ratelimit.DeviceRateLimiter`,
+20 entries per second with bursts of 50 by default) entries get
+2.04 and are dropped, and the drops are counted in a WARNING. A
+malformed body gets 4.00, which the SDK never sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiocoap.numbers.codes import Code
+
+from fleetgate.errors import InvalidInput
+from fleetgate.gateway.ratelimit import DeviceRateLimiter
+from fleetgate.gateway.resources import (
+    TEXT_PLAIN,
+    CoapRequest,
+    CoapResponse,
+    decode_body,
+)
+from fleetgate.store import device_logs
+from fleetgate.store.database import Database
+
+log = logging.getLogger(__name__)
+
+PATHS = (("logs",), (".s", "logs"))
+# A log entry travels in one CoAP message or a few blocks of one.
+MAX_ENTRY_BYTES = 16 * 1024
+DEFAULT_RATE = 20.0
+DEFAULT_BURST = 50
+
+
+class LogService:
+    """Stores the log entries that devices post."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        limiter: DeviceRateLimiter | None = None,
+    ) -> None:
+        self._db = db
+        self.limiter = limiter or DeviceRateLimiter(
+            "logs", rate=DEFAULT_RATE, burst=DEFAULT_BURST
+        )
+
+    async def handle(self, request: CoapRequest) -> CoapResponse:
+        """Store one posted log entry, or drop it over the rate limit."""
+        if request.path not in PATHS:
+            return CoapResponse.diagnostic(
+                Code.NOT_FOUND, f"no resource at /{'/'.join(request.path)}"
+            )
+        if request.method is not Code.POST:
+            return CoapResponse.diagnostic(
+                Code.METHOD_NOT_ALLOWED,
+                f"{request.method.name} is not allowed on logs, use POST",
+            )
+        if len(request.payload) > MAX_ENTRY_BYTES:
+            return CoapResponse.diagnostic(
+                Code.REQUEST_ENTITY_TOO_LARGE,
+                f"log entry of {len(request.payload)} bytes exceeds "
+                f"the maximum of {MAX_ENTRY_BYTES}",
+            )
+
+        entry = parse_entry(request.payload, request.content_format)
+        device = request.device
+        if not self.limiter.allow(device.device_id, project_id=device.project_id):
+            return CoapResponse(Code.CHANGED)
+
+        await asyncio.to_thread(
+            device_logs.add_log_entry,
+            self._db,
+            project_id=device.project_id,
+            device_id=device.device_id,
+            **entry,
+        )
+        return CoapResponse(Code.CHANGED)
+
+
+def parse_entry(payload: bytes, content_format: int | None) -> dict[str, Any]:
+    """Return the ``level``, ``module``, ``message`` and ``metadata`` of a body."""
+    if content_format == TEXT_PLAIN:
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput("cannot store log entry: text is not UTF-8") from exc
+        return {"level": "info", "module": "", "message": text, "metadata": {}}
+
+    body = decode_body(payload, content_format)
+    if not isinstance(body, dict):
+        raise InvalidInput(
+            "cannot store log entry: the body must be a map with level, module and msg"
+        )
+    fields = dict(body)
+    level = str(fields.pop("level", "info")).lower()
+    if level == "warning":
+        level = "warn"
+    message = fields.pop("msg", None)
+    if message is None:
+        message = fields.pop("message", "")
+    return {
+        "level": level,
+        "module": str(fields.pop("module", "")),
+        "message": message if isinstance(message, str) else str(message),
+        "metadata": fields,
+    }

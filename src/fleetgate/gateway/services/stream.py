@@ -1,0 +1,80 @@
+"""LightDB Stream on ``POST .s`` and ``POST .s/<path>``.
+
+Golioth's firmware SDK (``src/stream.c``) posts stream values under the
+``.s/`` prefix, as JSON (Content-Format 50) or CBOR (60), and larger
+ones block-wise. Each post is stored as one record with the path below
+``.s`` and the time of receipt, and answered 2.04 Changed. Posts to
+``.s/logs`` are device logs, handed to the log service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiocoap.numbers.codes import Code
+
+from fleetgate.errors import InvalidInput
+from fleetgate.gateway.resources import (
+    CoapRequest,
+    CoapResponse,
+    Handler,
+    decode_body,
+)
+from fleetgate.store import stream as stream_store
+from fleetgate.store.database import Database
+
+PREFIX = ".s"
+LOGS_PATH = (".s", "logs")
+# Bounded by what block-wise reassembly accepts in one request.
+MAX_RECORD_BYTES = 64 * 1024
+
+
+class StreamService:
+    """Stores LightDB Stream records and passes ``.s/logs`` to the log service."""
+
+    def __init__(self, db: Database, *, logs: Handler) -> None:
+        self._db = db
+        self._logs = logs
+
+    async def handle(self, request: CoapRequest) -> CoapResponse:
+        """Store the posted value at ``.s/<path>`` with the time of receipt."""
+        if request.path == LOGS_PATH:
+            return await self._logs(request)
+        if request.method is not Code.POST:
+            return CoapResponse.diagnostic(
+                Code.METHOD_NOT_ALLOWED,
+                f"{request.method.name} is not allowed on .s, use POST",
+            )
+        if len(request.payload) > MAX_RECORD_BYTES:
+            return CoapResponse.diagnostic(
+                Code.REQUEST_ENTITY_TOO_LARGE,
+                f"stream value of {len(request.payload)} bytes exceeds "
+                f"the maximum of {MAX_RECORD_BYTES}",
+            )
+        path = request.path[1:]
+        if any(not step for step in path):
+            raise InvalidInput(
+                f"cannot store stream record at /{'/'.join(request.path)}: "
+                "every path step must be non-empty"
+            )
+
+        value = decode_body(request.payload, request.content_format)
+        try:
+            # JSON has no NaN or infinity, and PostgreSQL rejects them.
+            json.dumps(value, allow_nan=False)
+        except (ValueError, RecursionError) as exc:
+            raise InvalidInput(
+                f"cannot store stream record: the value is not storable JSON ({exc})"
+            ) from exc
+
+        device = request.device
+        await asyncio.to_thread(
+            stream_store.add_stream_record,
+            self._db,
+            project_id=device.project_id,
+            device_id=device.device_id,
+            path=path,
+            value=value,
+        )
+        return CoapResponse(Code.CHANGED)
