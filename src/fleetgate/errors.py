@@ -20,7 +20,7 @@ stable ``reason`` string for logs and metrics. The tree::
      +-- NoIssuingProvider       501, CoAP 5.01   the project's provider cannot issue
      +-- ProviderFailed          502, CoAP 5.00   the PKI provider refused or broke
      +-- ProviderUnavailable     503, CoAP 5.03   the PKI provider is busy; retry_after
-     +-- StoreUnavailable        503, CoAP 5.03   the database cannot be reached
+     +-- StoreUnavailable        503, CoAP 5.03   the database is down; retry_after
      +-- StartupFailed                            a server cannot listen
 
 Messages read "cannot <action>: <reason>" and name the offending value.
@@ -41,6 +41,7 @@ class Reason(enum.StrEnum):
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
     STORE_UNAVAILABLE = "store_unavailable"
+    STORE_RECOVERED = "store_recovered"
     INVALID_BASE64 = "invalid_base64"
     INVALID_REQUEST = "invalid_request"
     PAYLOAD_TOO_LARGE = "payload_too_large"
@@ -223,11 +224,14 @@ class StartupFailed(FleetgateError):
 
 
 class StoreUnavailable(FleetgateError):
-    """The database cannot be reached; the caller may retry later."""
+    """The database cannot be reached, so retry after ``retry_after`` seconds."""
 
     http_status = 503
     coap_code = "5.03"
     reason = Reason.STORE_UNAVAILABLE
+    # Sent as Retry-After and Max-Age. A guess at how long a database
+    # restart or failover takes, not a measured figure.
+    retry_after = 30
 
 
 class RateLimited(FleetgateError):

@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fleetgate.errors import FleetgateError, Reason, Unauthenticated
+from fleetgate.errors import FleetgateError, Reason, StoreUnavailable, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,16 @@ async def _fleetgate_error(request: Request, exc: Exception) -> JSONResponse:
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(retry_after, int):
         headers["Retry-After"] = str(retry_after)
-    if exc.http_status >= 500:
-        # StoreUnavailable and provider failures: Fleetgate cannot serve.
+    if isinstance(exc, StoreUnavailable):
+        # The database's outage monitor logs the outage once, not per request.
+        log.debug(
+            "api request failed method=%s path=%s reason=%s",
+            request.method,
+            request.url.path,
+            exc.reason,
+        )
+    elif exc.http_status >= 500:
+        # Provider failures: Fleetgate cannot serve.
         log.error(
             "api request failed method=%s path=%s reason=%s error=%s",
             request.method,

@@ -105,6 +105,8 @@ class CoapReply:
     code: Code
     payload: bytes = b""
     content_format: int | None = None
+    # Seconds the response is fresh; on 5.03 and 4.29, when to retry.
+    max_age: int | None = None
 
     @property
     def successful(self) -> bool:
@@ -231,10 +233,12 @@ class DeviceClient:
                 f"message {message.mid}"
             )
         content = reply.opt.content_format
+        max_age = reply.opt.max_age
         return CoapReply(
             code=reply.code,
             payload=reply.payload,
             content_format=None if content is None else int(content),
+            max_age=None if max_age is None else int(max_age),
         )
 
     def ping(self) -> float:

@@ -34,7 +34,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.numbers.types import Type
 
-from fleetgate.errors import DeviceRejected, FleetgateError
+from fleetgate.errors import DeviceRejected, FleetgateError, StoreUnavailable
 from fleetgate.gateway.dtls import DtlsSession
 from fleetgate.gateway.resources import (
     CoapRequest,
@@ -161,7 +161,12 @@ class DeviceLink:
             )
             return
         except FleetgateError as exc:
-            log.error(
+            # The store logs its own outages, once and not per device.
+            level = (
+                logging.DEBUG if isinstance(exc, StoreUnavailable) else logging.ERROR
+            )
+            log.log(
+                level,
                 "cannot associate device peer=%s:%s reason=%s error=%s",
                 self.session.address[0],
                 self.session.address[1],
@@ -172,7 +177,7 @@ class DeviceLink:
                 Code.SERVICE_UNAVAILABLE, "cannot associate the device, retry later"
             )
             await self._answer_all_then_close(
-                dataclasses.replace(unavailable, max_age=RETRY_AFTER_SECONDS)
+                dataclasses.replace(unavailable, max_age=_retry_after(exc))
             )
             return
 
@@ -209,7 +214,11 @@ class DeviceLink:
         except FleetgateError as exc:
             # The store is unreachable: keep serving on the last verdict
             # rather than cutting every device off during an outage.
-            log.error(
+            level = (
+                logging.DEBUG if isinstance(exc, StoreUnavailable) else logging.ERROR
+            )
+            log.log(
+                level,
                 "cannot recheck device peer=%s:%s reason=%s error=%s",
                 self.session.address[0],
                 self.session.address[1],
@@ -305,7 +314,11 @@ class DeviceLink:
         try:
             return await handler(request)
         except FleetgateError as exc:
-            return CoapResponse.diagnostic(_coap_code(exc.coap_code), exc.message)
+            response = CoapResponse.diagnostic(_coap_code(exc.coap_code), exc.message)
+            if response.code is Code.SERVICE_UNAVAILABLE:
+                # RFC 7252, section 5.9.3.4: Max-Age is when to retry.
+                response = dataclasses.replace(response, max_age=_retry_after(exc))
+            return response
         except Exception:
             log.exception(
                 "request failed project=%s device=%s path=/%s",
@@ -415,6 +428,11 @@ def _keepalive_response() -> CoapResponse:
 
 def _int_or_none(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _retry_after(exc: FleetgateError) -> int:
+    retry_after = getattr(exc, "retry_after", None)
+    return retry_after if isinstance(retry_after, int) else RETRY_AFTER_SECONDS
 
 
 def _coap_code(dotted: str) -> Code:

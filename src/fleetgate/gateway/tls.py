@@ -13,7 +13,8 @@ close_notify.
 The callback is installed through cryptography's OpenSSL binding because
 pyOpenSSL's own verify callback does not expose the built chain. It
 must never raise: an exception inside an OpenSSL callback cannot
-propagate, so every error refuses the peer and is logged.
+propagate, so every error refuses the peer and is logged. When the
+database is unreachable the peer gets an internal_error alert.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.bindings.openssl.binding import Binding
 from OpenSSL import SSL, crypto
 
-from fleetgate.errors import DeviceRejected, Reason
+from fleetgate.errors import DeviceRejected, Reason, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,10 @@ _ALERT_ERRORS: dict[Reason, int] = {
     Reason.NOT_YET_VALID: _lib.X509_V_ERR_CERT_NOT_YET_VALID,
     Reason.REVOKED: _lib.X509_V_ERR_CERT_REVOKED,
 }
+
+# OpenSSL's X509_V_ERR_UNSPECIFIED, which the binding does not name. It
+# makes OpenSSL send an internal_error alert, not a certificate alert.
+X509_V_ERR_UNSPECIFIED = 1
 
 # Decides on a peer chain (leaf first) and returns the identity to attach
 # to the session, or raises DeviceRejected.
@@ -175,6 +180,10 @@ def _decide(
     except DeviceRejected as exc:
         code = _ALERT_ERRORS.get(exc.reason, _lib.X509_V_ERR_CERT_REJECTED)
         return _Verdict(None, code)
+    except StoreUnavailable as exc:
+        # The database's outage monitor logs the outage itself.
+        log.debug("cannot verify chain reason=%s error=%s", exc.reason, exc.message)
+        return _Verdict(None, X509_V_ERR_UNSPECIFIED)
     return _Verdict(identity, 0)
 
 

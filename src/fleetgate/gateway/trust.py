@@ -7,6 +7,11 @@ and kept for ``ttl`` seconds. A CA certificate disabled, deleted or added
 through another process takes effect within that time; one changed
 through this process's own API is dropped from the cache at once by
 :meth:`TrustCache.invalidate`.
+
+While the database is unreachable, a project's last anchors are served
+again, and reloaded at most once per ``ttl``. A project not seen since
+the process started cannot be verified then: its handshakes fail with
+an internal_error alert.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from fleetgate.errors import StoreUnavailable
 from fleetgate.pki.verify import ProjectTrust
 
 log = logging.getLogger(__name__)
@@ -50,7 +56,15 @@ class TrustCache:
                 self._entries.move_to_end(project_id)
                 return entry[1]
 
-        trust = self._load(project_id)
+        try:
+            trust = self._load(project_id)
+        except StoreUnavailable:
+            if entry is None:
+                raise
+            # Finish the handshake on the anchors last read, so the device
+            # learns from a 5.03 that the outage is temporary. Nothing is
+            # served meanwhile, since association needs the database too.
+            trust = entry[1]
 
         with self._lock:
             self._entries[project_id] = (now, trust)

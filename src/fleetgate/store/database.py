@@ -13,7 +13,10 @@ one database. Transactions run at READ COMMITTED; code that reads then
 writes a row locks it first with ``SELECT ... FOR UPDATE``.
 
 Driver errors that mean "the database cannot be reached or is busy" are
-translated here, once, into :class:`fleetgate.errors.StoreUnavailable`.
+translated here, once, into :class:`fleetgate.errors.StoreUnavailable`,
+and reported to the database's :class:`OutageMonitor`, which logs when
+an outage starts and ends. The pool pings each connection on checkout,
+so the first transaction after the server is back succeeds.
 Integrity errors pass through, because only the caller knows which unique
 value was taken.
 """
@@ -36,6 +39,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleetgate.errors import InvalidInput, StoreUnavailable
+from fleetgate.store.outage import OutageMonitor
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +216,7 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.outage = OutageMonitor()
         self._writers = sessionmaker(bind=engine, expire_on_commit=False)
         self._readers = sessionmaker(
             bind=engine.execution_options(**{_READ_ONLY: True}),
@@ -244,12 +249,17 @@ class Database:
         when another writer got there first.
         """
         factory = self._readers if read_only else self._writers
-        with (
-            _translate_unavailable("access the database"),
-            factory() as session,
-            session.begin(),
-        ):
-            yield session
+        try:
+            with (
+                _translate_unavailable("access the database"),
+                factory() as session,
+                session.begin(),
+            ):
+                yield session
+        except StoreUnavailable as exc:
+            self.outage.failed(exc.message)
+            raise
+        self.outage.succeeded()
 
     def dispose(self) -> None:
         """Close every pooled connection."""

@@ -47,6 +47,7 @@ from fleetgate.errors import (
     ProviderFailed,
     ProviderUnavailable,
     RateLimited,
+    StoreUnavailable,
 )
 from fleetgate.gateway.resources import OCTET_STREAM, CoapRequest, CoapResponse
 from fleetgate.pki.csr import DeviceIdentity
@@ -126,7 +127,7 @@ class CsrService:
             log.info("certificate not issued %s error=%s", fields, exc.message)
 
         response = CoapResponse.diagnostic(coap_code(exc.coap_code), exc.message)
-        if isinstance(exc, RateLimited | ProviderUnavailable):
+        if isinstance(exc, RateLimited | ProviderUnavailable | StoreUnavailable):
             # RFC 7252, section 5.10.5: Max-Age is when the device may retry.
             response = dataclasses.replace(response, max_age=exc.retry_after)
         return response
