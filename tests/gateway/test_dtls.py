@@ -11,12 +11,24 @@ import datetime as dt
 import logging
 import random
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from aiocoap import optiontypes
+from aiocoap.message import Message
+from aiocoap.numbers.codes import Code
+from aiocoap.numbers.optionnumbers import OptionNumber
+from aiocoap.numbers.types import Type
 
-from fleetgate.client import DeviceClient, HandshakeTimeout, SessionClosed
+from fleetgate.client import (
+    JSON,
+    ClientError,
+    DeviceClient,
+    HandshakeTimeout,
+    SessionClosed,
+)
 from fleetgate.gateway import records
 
 from .conftest import FleetPki, GatewayFactory, GatewayThread, connect
@@ -345,3 +357,185 @@ class TestEstablishedPeerAddress:
 
         assert_served(relayed)
         assert gateway.session_count() == 1
+
+
+# Length of the measured abuse run, in seconds, and the pause between
+# rounds that lets the gateway's loop thread take the GIL.
+ABUSE_SECONDS = 3.0
+ABUSE_PAUSE = 0.01
+# Source ports a round of the ClientHello flood uses, and handshakes
+# left stalled after the cookie round over the whole run.
+FLOOD_PORTS = 24
+MAX_STALLED = 6
+# Critical (odd) option numbers from the experimental range 65000-65535,
+# which the CoAP option registry leaves unassigned (RFC 7252 5.4.6, 12.2).
+UNKNOWN_CRITICAL_OPTIONS = (65001, 65003)
+
+
+class Abuser:
+    """Sends every kind of bad traffic in rounds and counts what it sent.
+
+    It runs in its own thread while a legitimate device makes requests,
+    and touches only its own sockets and its own authenticated client.
+    """
+
+    def __init__(self, port: int, insider: DeviceClient) -> None:
+        self.port = port
+        self.insider = insider
+        self.sent: dict[str, int] = dict.fromkeys(
+            ("random", "truncated", "hello", "replayed", "stalled", "coap"), 0
+        )
+        self.stalled: list[PartialHandshake] = []
+        self._generator = random.Random(31)
+        self._hello = first_hello(port)
+        self._replay_source = PartialHandshake(port)
+        self._second_hello = self._replay_source.open_session()
+        self._pool = [udp_socket(port) for _ in range(16)]
+
+    def run(self, stop: threading.Event) -> None:
+        """Send rounds until ``stop`` is set or ABUSE_SECONDS pass."""
+        deadline = time.monotonic() + ABUSE_SECONDS
+        while not stop.is_set() and time.monotonic() < deadline:
+            self._stray_and_truncated()
+            self._flood()
+            self._replay()
+            self._stall()
+            self._bad_coap()
+            time.sleep(ABUSE_PAUSE)
+
+    def close(self) -> None:
+        """Release every socket without telling the gateway."""
+        for sock in self._pool:
+            sock.close()
+        for peer in [self._replay_source, *self.stalled]:
+            peer.close()
+
+    @property
+    def total(self) -> int:
+        """Datagrams and DTLS records sent so far."""
+        return sum(self.sent.values())
+
+    def _stray_and_truncated(self) -> None:
+        prefixes = [b"", b"\x16\xfe\xfd", b"\x17\xfe\xfd\x00\x01", b"\x15\xfe\xfd"]
+        for index, sock in enumerate(self._pool):
+            noise = self._generator.randbytes(self._generator.randrange(1, 400))
+            sock.send(prefixes[index % len(prefixes)] + noise)
+            self.sent["random"] += 1
+            cut = self._generator.randrange(1, len(self._hello))
+            sock.send(self._hello[:cut])
+            self.sent["truncated"] += 1
+
+    def _flood(self) -> None:
+        # Fresh source ports each round, as spoofed senders would use.
+        forged = with_cookie(self._hello, self._generator.randbytes(16))
+        for _ in range(FLOOD_PORTS):
+            sock = udp_socket(self.port)
+            try:
+                sock.send(self._hello)
+                sock.send(forged)
+            finally:
+                sock.close()
+            self.sent["hello"] += 2
+
+    def _replay(self) -> None:
+        # From its own address the copy repeats a stalled handshake's
+        # hello. From any other address the cookie is wrong.
+        self._replay_source.socket.send(self._second_hello)
+        self._pool[0].send(self._second_hello)
+        self.sent["replayed"] += 2
+
+    def _stall(self) -> None:
+        if len(self.stalled) >= MAX_STALLED:
+            return
+        peer = PartialHandshake(self.port)
+        self.stalled.append(peer)
+        peer.open_session()
+        self.sent["stalled"] += 2
+
+    def _bad_coap(self) -> None:
+        channel = self.insider.channel
+        oversized = b"\x50\x02\x12\x34\xb2.d\xff" + self._generator.randbytes(15000)
+        messages = [
+            self._generator.randbytes(self._generator.randrange(1, 64)),
+            b"\x40\x01\x12",  # shorter than the 4-byte header
+            b"\x48\x01\x12\x34",  # token length 8, but no token follows
+            oversized,
+            *(
+                self._critical_option_request(number)
+                for number in UNKNOWN_CRITICAL_OPTIONS
+            ),
+        ]
+        for message in messages:
+            channel.send(message)
+            self.sent["coap"] += 1
+        # Drain the responses so that the client's socket never fills.
+        while channel.receive(0.0) is not None:
+            pass
+
+    def _critical_option_request(self, number: int) -> bytes:
+        request = Message(code=Code.GET)
+        request.mtype = Type.CON
+        request.mid = self._generator.randrange(0x10000)
+        request.token = b"\x01"
+        request.opt.uri_path = (".d",)
+        request.opt.add_option(optiontypes.OpaqueOption(OptionNumber(number), b"\x00"))
+        return request.encode()
+
+
+class TestMeasuredAbuse:
+    def test_legitimate_device_served_throughout(
+        self,
+        start_gateway: GatewayFactory,
+        pki: FleetPki,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        caplog.set_level(logging.WARNING, logger="fleetgate")
+        gateway = start_gateway(handshake_timeout=dt.timedelta(seconds=1))
+        insider = connect(gateway, pki.device("sensor-insider"))
+        legitimate = connect(gateway, pki.device("sensor-good"))
+        with insider, legitimate:
+            assert_served(insider)
+            assert_served(legitimate)
+            abuser = Abuser(gateway.port, insider)
+            stop = threading.Event()
+            thread = threading.Thread(target=abuser.run, args=(stop,), name="abuser")
+            outcomes: list[str] = []
+            thread.start()
+            try:
+                while thread.is_alive() and len(outcomes) < 10_000:
+                    outcomes.append(legitimate_exchange(legitimate, len(outcomes)))
+            finally:
+                stop.set()
+                thread.join(ABUSE_SECONDS + 5.0)
+                abuser.close()
+
+            succeeded = outcomes.count("ok")
+            print(
+                f"\nabuse: legitimate requests {succeeded}/{len(outcomes)} "
+                f"succeeded; abuse sent {abuser.total} ({abuser.sent})"
+            )
+            assert len(outcomes) >= 20
+            assert succeeded == len(outcomes), outcomes
+            assert abuser.sent["hello"] >= 100
+            # No session for the flood: the two devices, plus the stalled
+            # handshakes that have not timed out yet.
+            assert gateway.session_count() <= 2 + MAX_STALLED
+            assert wait_until(lambda: gateway.session_count() <= 2, 1.0 + SWEEP_MARGIN)
+            assert_served(legitimate)
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == []
+
+
+def legitimate_exchange(client: DeviceClient, index: int) -> str:
+    """Write then read back one value, and return "ok" or what went wrong."""
+    value = str(index).encode()
+    try:
+        written = client.request("PUT", ".d/abuse", value, content_format=JSON)
+        read = client.request("GET", ".d/abuse", accept=JSON)
+    except ClientError as exc:
+        return f"{index}: {type(exc).__name__}: {exc}"
+    if written.code.dotted != "2.04":
+        return f"{index}: PUT answered {written.code.dotted}"
+    if read.code.dotted != "2.05" or read.payload != value:
+        return f"{index}: GET answered {read.code.dotted} {read.payload!r}"
+    return "ok"
