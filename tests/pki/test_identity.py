@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
 import pytest
@@ -210,6 +211,29 @@ def test_load_rejects_truncated_der(pki: FixturePki) -> None:
 
     with pytest.raises(InvalidCertificate, match="neither PEM nor valid DER"):
         load_certificates(der[:-10])
+
+
+def with_version_2(der: bytes) -> bytes:
+    """Return a v3 certificate's DER with its version field set to v2 (1)."""
+    # The [0] EXPLICIT version follows the two SEQUENCE headers: A0 03 02 01 02.
+    position = der.index(bytes.fromhex("a003020102"))
+    return der[: position + 4] + b"\x01" + der[position + 5 :]
+
+
+@pytest.mark.parametrize("encoding", [Encoding.DER, Encoding.PEM], ids=["der", "pem"])
+def test_load_rejects_version_2(pki: FixturePki, encoding: Encoding) -> None:
+    der = with_version_2(pki.root.cert.public_bytes(Encoding.DER))
+    payload = der
+    if encoding is Encoding.PEM:
+        body = base64.encodebytes(der)
+        payload = (
+            b"-----BEGIN CERTIFICATE-----\n" + body + b"-----END CERTIFICATE-----\n"
+        )
+
+    with pytest.raises(InvalidCertificate) as caught:
+        load_certificates(payload)
+
+    assert caught.value.reason == Reason.MALFORMED_CERTIFICATE
 
 
 def test_load_rejects_der_with_trailing_bytes(pki: FixturePki) -> None:

@@ -172,7 +172,9 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
         )
     try:
         certificates = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
+    # InvalidVersion, raised for a version other than v1 or v3 (such as
+    # v2), is not a ValueError.
+    except (ValueError, x509.InvalidVersion) as exc:
         raise InvalidCertificate(
             f"cannot load certificates: invalid PEM ({exc})"
         ) from exc
@@ -187,7 +189,7 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
 def _load_der(data: bytes) -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise InvalidCertificate(
             f"cannot load certificate: neither PEM nor valid DER ({exc})"
         ) from exc
