@@ -36,11 +36,13 @@ from aiocoap.numbers.types import Type
 
 from fleetgate.errors import DeviceRejected, FleetgateError, StoreUnavailable
 from fleetgate.gateway.dtls import DtlsSession
+from fleetgate.gateway.observe import ObserverRegistry
 from fleetgate.gateway.resources import (
     CoapRequest,
     CoapResponse,
     ConnectedDevice,
     Router,
+    response_message,
 )
 from fleetgate.gateway.tls import session_identity
 
@@ -116,12 +118,14 @@ class DeviceLink:
             self._reset_unparsable(payload)
             return
 
+        if message.mtype in (Type.ACK, Type.RST):
+            # Replies to server-initiated messages: Observe notifications.
+            self.endpoint.observers.reply_received(self, message)
+            return
         if message.code is Code.EMPTY:
             if message.mtype is Type.CON:
                 self._send(_empty(Type.RST, message.mid))
             return
-        if message.mtype in (Type.ACK, Type.RST):
-            return  # acknowledgements of server-initiated messages
         if not message.code.is_request():
             return
 
@@ -190,6 +194,7 @@ class DeviceLink:
                 if not await self._still_allowed(identity, message):
                     return
             response = await self._dispatch(self.device, message)
+            response = self.endpoint.observers.after_request(self, message, response)
             self._respond(message, response)
 
     async def _still_allowed(self, identity: object, message: Message) -> bool:
@@ -266,12 +271,13 @@ class DeviceLink:
             encoded = self._reply(message, too_large).encode()
         self._transmit(encoded, remember=message)
 
+    async def render(self, message: Message) -> CoapResponse:
+        """Serve ``message`` again, as an Observe notification does."""
+        assert self.device is not None
+        return await self._dispatch(self.device, message)
+
     def _reply(self, message: Message, response: CoapResponse) -> Message:
-        reply = Message(code=response.code, payload=response.payload)
-        if response.content_format is not None:
-            reply.opt.content_format = response.content_format
-        if response.max_age is not None:
-            reply.opt.max_age = response.max_age
+        reply = response_message(response)
         reply.token = message.token
         if message.mtype is Type.CON:
             reply.mtype = Type.ACK
@@ -375,6 +381,7 @@ class CoapEndpoint:
         self.router = router
         self.associate = associate
         self.revalidate = revalidate
+        self.observers = ObserverRegistry()
         self._links: dict[int, DeviceLink] = {}
         self._mid = int.from_bytes(os.urandom(2), "big")
 
@@ -399,6 +406,7 @@ class CoapEndpoint:
         """Stop the link of a closed session."""
         link = self._links.pop(id(session), None)
         if link is not None:
+            self.observers.forget(link)
             link.close()
 
     @property

@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import cbor2
+from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
+from aiocoap.optiontypes import BlockOption
 
 from fleetgate.errors import InvalidInput
 
@@ -58,6 +60,13 @@ class CoapResponse:
     payload: bytes = b""
     content_format: int | None = None
     max_age: int | None = None
+    # Options that the endpoint's Observe and block-wise layers set.
+    observe: int | None = None
+    etag: bytes | None = None
+    block1: BlockOption.BlockwiseTuple | None = None
+    block2: BlockOption.BlockwiseTuple | None = None
+    size1: int | None = None
+    size2: int | None = None
 
     @classmethod
     def diagnostic(cls, code: Code, message: str) -> CoapResponse:
@@ -66,6 +75,32 @@ class CoapResponse:
 
 
 Handler = Callable[[CoapRequest], Awaitable[CoapResponse]]
+
+
+def response_message(response: CoapResponse) -> Message:
+    """Build a message with the response's code, body and options.
+
+    The caller sets its type, message ID and token.
+    """
+    message = Message(code=response.code, payload=response.payload)
+    options = message.opt
+    if response.content_format is not None:
+        options.content_format = response.content_format
+    if response.max_age is not None:
+        options.max_age = response.max_age
+    if response.observe is not None:
+        options.observe = response.observe
+    if response.etag is not None:
+        options.etag = response.etag
+    if response.block1 is not None:
+        options.block1 = response.block1
+    if response.block2 is not None:
+        options.block2 = response.block2
+    if response.size1 is not None:
+        options.size1 = response.size1
+    if response.size2 is not None:
+        options.size2 = response.size2
+    return message
 
 
 class Router:

@@ -16,7 +16,7 @@ import asyncio
 import enum
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cryptography import x509
 from OpenSSL import SSL
@@ -42,6 +42,7 @@ from fleetgate.gateway.trust import TrustCache
 from fleetgate.pki.verify import ChainVerifier, VerifiedDevice
 from fleetgate.providers.sync import ProviderSyncLoop
 from fleetgate.store import certificates, devices
+from fleetgate.store.changes import state_changes
 from fleetgate.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class Gateway:
         )
         self.listener: DtlsListener | None = None
         self._transport: asyncio.DatagramTransport | None = None
+        self._unsubscribe: Callable[[], None] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -121,12 +123,19 @@ class Gateway:
         self.listener = protocol
         self.state = GatewayState.RUNNING
         self.provider_sync.start()
+        # Observers hear of state changes that this process commits.
+        self._unsubscribe = state_changes.subscribe(
+            self.endpoint.observers.state_changed
+        )
         host, port = self.address
         log.info("device gateway listening on udp %s port %d", host, port)
 
     async def stop(self) -> None:
         """Close every session with close_notify and release the socket."""
         await self.provider_sync.stop()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self.listener is not None:
             self.listener.close()
         self.state = GatewayState.STOPPED

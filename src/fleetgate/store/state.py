@@ -9,7 +9,8 @@ Each change reads the whole document, edits it and writes it back in one
 transaction that first locks the device row (``SELECT ... FOR UPDATE``
 on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so concurrent writers to
 one device are applied one after another and none is lost. Every change
-increments the document's ``revision``.
+increments the document's ``revision`` and, once committed, is published
+to :data:`fleetgate.store.changes.state_changes` in this process.
 
 Limits: a write may nest at most ``MAX_DEPTH`` (32) levels, counting
 each path step and each object or array of the value, so ``{"a": [1]}``
@@ -31,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from fleetgate.errors import InvalidInput, NotFound
 from fleetgate.store import audit
+from fleetgate.store.changes import state_changes
 from fleetgate.store.database import Database
 from fleetgate.store.models import Device, DeviceState, utcnow
 
@@ -110,7 +112,9 @@ def set_state(
             parent[steps[-1]] = _copy_json(value)
         if actor is not None:
             _audit(session, actor, "state.set", device_id, project_id, steps)
-        return _write(state, document)
+        revision = _write(state, document)
+    state_changes.publish(device_id, steps)
+    return revision
 
 
 def delete_state(
@@ -149,7 +153,9 @@ def delete_state(
             document = {}
         if actor is not None:
             _audit(session, actor, "state.delete", device_id, project_id, steps)
-        return _write(state, document)
+        revision = _write(state, document)
+    state_changes.publish(device_id, steps)
+    return revision
 
 
 def _lock_state(

@@ -5,7 +5,10 @@
 ``DELETE`` removes it. Bodies are JSON (Content-Format 50, also assumed
 when the option is absent) or CBOR (60); responses follow the Accept
 option. Path segments are object keys, so arrays are values, never
-containers addressed by index.
+containers addressed by index. A GET with the Observe option reads a
+missing value as null with 2.05 instead of 4.04, so that a device can
+observe a path before anything is stored there (RFC 7641 section 4.2
+would end the observation at the first error notification).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 
 from aiocoap.numbers.codes import Code
 
+from fleetgate.errors import NotFound
 from fleetgate.gateway.resources import (
     CoapRequest,
     CoapResponse,
@@ -41,9 +45,18 @@ class StateService:
         device_id = request.device.device_id
 
         if request.method is Code.GET:
-            value = await asyncio.to_thread(
-                state_store.get_state, self._db, device_id, path
-            )
+            try:
+                value = await asyncio.to_thread(
+                    state_store.get_state, self._db, device_id, path
+                )
+            except NotFound:
+                if request.observe is None:
+                    raise
+                # An observer waits for a value that is not there yet, or
+                # learns that it was deleted: Golioth's SDK examples observe
+                # desired/my_config and read null as "nothing stored", so
+                # the registration and its notifications stay 2.05.
+                value = None
             payload, content_format = encode_body(value, request.accept)
             return CoapResponse(Code.CONTENT, payload, content_format)
 
