@@ -79,6 +79,9 @@ class Reason(enum.StrEnum):
     NAME_CONSTRAINTS = "name_constraints"
     UNHANDLED_CRITICAL_EXTENSION = "unhandled_critical_extension"
     REVOKED = "revoked"
+    MALFORMED_CRL = "malformed_crl"
+    CRL_NOT_FROM_CA = "crl_not_from_ca"
+    CRL_EXPIRED = "crl_expired"
     CHAIN_INVALID = "chain_invalid"
     CA_ALREADY_REGISTERED = "ca_already_registered"
 

@@ -89,3 +89,34 @@ def _sign_ca(
         )
         .sign(signing_key, hashes.SHA256())
     )
+
+
+def make_crl(
+    issuer: SigningCa,
+    revoked_serials: tuple[int, ...] = (),
+    *,
+    next_update: dt.timedelta = dt.timedelta(days=7),
+    signing_key: ec.EllipticCurvePrivateKey | None = None,
+    number: int = 1,
+) -> x509.CertificateRevocationList:
+    """Create a CRL of ``issuer`` listing ``revoked_serials``.
+
+    A negative ``next_update`` makes an expired CRL; ``signing_key``
+    signs with another key than the issuer's.
+    """
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.certificate.subject)
+        .last_update(now - dt.timedelta(days=1) + min(next_update, dt.timedelta(0)))
+        .next_update(now + next_update)
+        .add_extension(x509.CRLNumber(number), critical=False)
+    )
+    for serial in revoked_serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(now - dt.timedelta(hours=1))
+            .build()
+        )
+    return builder.sign(signing_key or issuer.key, hashes.SHA256())

@@ -15,16 +15,20 @@ when all of these hold:
   is never trusted;
 - every CA certificate in the path is a v3 CA with an allowed key and
   signature algorithm, is inside its validity period, and the path is no
-  longer than the project allows.
+  longer than the project allows;
+- no certificate in the path is listed in the CRL loaded for the
+  registered CA certificate that issued it.
 
 OpenSSL picks an issuer by subject and key identifier and does not try
 another after a bad signature. When two registered CA certificates share
 a subject, the verifier retries with each of them alone, so trust follows
 the key and fingerprint rather than the subject text.
 
-Limits: revocation is not checked (no CRL source exists yet), and with
-more than one group of same-subject anchors at most
-``MAX_ANCHOR_ATTEMPTS`` combinations are tried.
+Limits: revocation is checked only against CRLs loaded for registered
+CA certificates, so a certificate issued by an intermediate that only
+the device sends is never found revoked. With more than one group of
+same-subject anchors at most ``MAX_ANCHOR_ATTEMPTS`` combinations are
+tried.
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ import datetime as dt
 import itertools
 import logging
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from cryptography import x509
@@ -97,6 +101,9 @@ class ProjectTrust:
 
     anchors: Sequence[Anchor]
     policy: VerificationPolicy
+    # Serial numbers revoked by each anchor's CRL, keyed by the anchor's
+    # fingerprint. Anchors without a CRL are absent.
+    revoked: Mapping[str, frozenset[int]] = field(default_factory=dict)
 
 
 class AnchorSource(Protocol):
@@ -179,6 +186,18 @@ class ChainVerifier:
                 certificate_id=subject.certificate_id,
                 fingerprint=leaf_fingerprint,
             ) from None
+        # cryptography parses names and extensions only when they are read,
+        # and OpenSSL parses a certificate again, so a malformed field can
+        # surface here as ValueError or crypto.Error.
+        except (ValueError, crypto.Error) as exc:
+            raise ChainRejected(
+                f"cannot verify device certificate: a certificate of the chain "
+                f"is malformed ({exc})",
+                reason=Reason.MALFORMED_CERTIFICATE,
+                project_id=subject.project_id,
+                certificate_id=subject.certificate_id,
+                fingerprint=leaf_fingerprint,
+            ) from exc
 
         return VerifiedDevice(
             project_id=subject.project_id,
@@ -227,6 +246,7 @@ class ChainVerifier:
                 chain = self._build_path(subset, openssl_leaf, openssl_untrusted)
                 path = candidates.resolve(chain, subset)
                 _check_path(path, subset, policy, now)
+                _check_revocation(path, trust.revoked)
             except PolicyViolation as exc:
                 first_violation = first_violation or exc
                 continue
@@ -460,6 +480,23 @@ def _check_path(
             expired=Reason.CA_EXPIRED,
             not_yet_valid=Reason.CA_NOT_YET_VALID,
         )
+
+
+def _check_revocation(
+    path: list[tuple[x509.Certificate, str]], revoked: Mapping[str, frozenset[int]]
+) -> None:
+    # RFC 5280, section 6.3.3: a CRL lists serials of one issuer, so each
+    # certificate is looked up in the CRL of the one above it.
+    if not revoked:
+        return
+    for (cert, _), (_, issuer_fingerprint) in itertools.pairwise(path):
+        serials = revoked.get(issuer_fingerprint)
+        if serials is not None and cert.serial_number in serials:
+            raise PolicyViolation(
+                Reason.REVOKED,
+                f"certificate with serial {cert.serial_number:#x} is revoked "
+                f"by the CRL of CA certificate {issuer_fingerprint[:16]}",
+            )
 
 
 def _check_ca_rules(cert: x509.Certificate, role: rules.Role) -> None:

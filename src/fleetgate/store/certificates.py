@@ -34,7 +34,7 @@ from fleetgate.pki.verify import (
     VerificationPolicy,
     check_ca_certificate,
 )
-from fleetgate.store import audit
+from fleetgate.store import audit, revocation
 from fleetgate.store.database import Database
 from fleetgate.store.models import CaCertificate, Project
 from fleetgate.store.projects import require_project
@@ -216,7 +216,7 @@ def delete_ca_certificate(
 
 
 def trust_for(db: Database, project_id: str) -> ProjectTrust | None:
-    """Load the anchors and policy that verify a project's devices.
+    """Load the anchors, CRL entries and policy that verify a project's devices.
 
     Returns None for an unknown project, so the caller can tell "no such
     project" apart from "a project with no enabled CA".
@@ -234,6 +234,7 @@ def trust_for(db: Database, project_id: str) -> ProjectTrust | None:
             .order_by(CaCertificate.created_at, CaCertificate.id)
         ).all()
         require_v3 = project.require_v3
+        revoked = revocation.revoked_serials(session, project_id)
 
     anchors = tuple(
         Anchor(
@@ -244,7 +245,7 @@ def trust_for(db: Database, project_id: str) -> ProjectTrust | None:
         for row in rows
     )
     policy = VerificationPolicy(require_v3=require_v3)
-    return ProjectTrust(anchors=anchors, policy=policy)
+    return ProjectTrust(anchors=anchors, policy=policy, revoked=revoked)
 
 
 def _require_ca(session: Session, project_id: str, ca_id: str) -> CaCertificate:

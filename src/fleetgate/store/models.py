@@ -298,3 +298,24 @@ class StreamRecord(Base):
     # Slash-separated path below ``.s``; empty for a post to ``.s`` itself.
     path: Mapped[str] = mapped_column(String(512))
     value: Mapped[Any] = mapped_column(JSON, nullable=True)
+
+
+class RevocationList(Base):
+    """The CRL last loaded for one registered CA certificate (RFC 5280, 5)."""
+
+    __tablename__ = "revocation_lists"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=new_id)
+    # One CRL per CA certificate: loading another replaces it.
+    ca_certificate_id: Mapped[str] = mapped_column(
+        ForeignKey("ca_certificates.id", ondelete="CASCADE"), unique=True, index=True
+    )
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    # Lowercase hex SHA-256 of the DER encoding.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    this_update: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    next_update: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # The cRLNumber extension in decimal, up to 20 octets (RFC 5280, 5.2.3).
+    crl_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    revoked_count: Mapped[int] = mapped_column(Integer)
+    loaded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
