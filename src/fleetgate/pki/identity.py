@@ -139,7 +139,16 @@ def _read_device_name(name: x509.Name) -> DeviceSubject:
 def device_subject(cert: x509.Certificate) -> DeviceSubject:
     """Return the IDs a device certificate names, or raise ChainRejected."""
     try:
-        return _read_device_name(cert.subject)
+        # cryptography parses the subject only when it is first read.
+        name = cert.subject
+    except ValueError as exc:
+        raise ChainRejected(
+            f"cannot identify device: the subject is malformed ({exc})",
+            reason=Reason.MALFORMED_CERTIFICATE,
+            fingerprint=fingerprint(cert),
+        ) from exc
+    try:
+        return _read_device_name(name)
     except _SubjectError as exc:
         raise ChainRejected(
             f"cannot identify device: {exc.detail}",
