@@ -23,6 +23,7 @@ from fleetgate.store.certificates import CaCertificateRecord
 from fleetgate.store.device_logs import LogEntry
 from fleetgate.store.devices import DeviceRecord
 from fleetgate.store.projects import ProjectRecord
+from fleetgate.store.revocation import RevocationListRecord
 from fleetgate.store.stream import StreamEntry
 
 Item = TypeVar("Item")
@@ -180,6 +181,48 @@ class CertificateUpload(ApiModel):
 
     cert_file: str
     cert_type: Literal["root", "intermediate"] | None = None
+
+
+class RevocationListUpload(ApiModel):
+    """A CRL that a registered CA certificate signed: base64 of its PEM or DER."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"crlFile": "LS0tLS1CRUdJTiBYNTA5IENSTC0tLS0tCk1JSUI..."}]
+        }
+    )
+
+    crl_file: str
+
+
+class RevocationList(ApiModel):
+    """The CRL loaded for a CA certificate; devices it lists are rejected."""
+
+    id: str
+    certificate_id: str
+    fingerprint: str
+    this_update: dt.datetime
+    next_update: dt.datetime | None
+    crl_number: str | None
+    revoked_count: int
+    loaded_at: dt.datetime
+    # True when nextUpdate has passed. The entries are still used.
+    expired: bool
+
+    @classmethod
+    def of(cls, record: RevocationListRecord) -> RevocationList:
+        """Build the API view of a stored CRL."""
+        return cls(
+            id=record.id,
+            certificate_id=record.ca_certificate_id,
+            fingerprint=record.fingerprint,
+            this_update=record.this_update,
+            next_update=record.next_update,
+            crl_number=record.crl_number,
+            revoked_count=record.revoked_count,
+            loaded_at=record.loaded_at,
+            expired=record.expired(dt.datetime.now(dt.UTC)),
+        )
 
 
 class CertificateUpdate(ApiModel):

@@ -26,7 +26,7 @@ from fleetgate.cli.common import (
     short_fingerprint,
 )
 from fleetgate.errors import InvalidInput
-from fleetgate.store import certificates
+from fleetgate.store import certificates, revocation
 from fleetgate.store.audit import CLI_ACTOR
 
 app = typer.Typer(help="Register and manage CA certificates.", no_args_is_help=True)
@@ -162,3 +162,44 @@ def delete(
     with exit_on_error(), opened_database(data_dir, database_url) as db:
         certificates.delete_ca_certificate(db, project_id, ca_id, actor=CLI_ACTOR)
     print_message(f"Deleted CA certificate {ca_id}")
+
+
+@app.command("crl")
+def crl(
+    project_id: ProjectOption,
+    ca_id: CaIdArgument,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE",
+            help="The CRL that this CA certificate signed, PEM or DER.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    data_dir: DataDirOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Load a CRL for a CA certificate, so that the devices it lists are rejected."""
+    with exit_on_error():
+        try:
+            encoded = file.read_bytes()
+        except OSError as exc:
+            raise InvalidInput(
+                f"cannot read CRL {str(file)!r}: {exc.strerror}"
+            ) from exc
+        with opened_database(data_dir, database_url) as db:
+            record = revocation.load_revocation_list(
+                db, project_id, ca_id, encoded, actor=CLI_ACTOR
+            )
+
+    print_message(
+        f"Loaded CRL for CA certificate {ca_id}: {record.revoked_count} revoked "
+        f"certificate(s), next update {format_time(record.next_update)} UTC"
+    )
+    if record.expired(record.loaded_at):
+        typer.echo(
+            "warning: the CRL's next update has passed. Its entries are still "
+            "used, but load a newer CRL from the CA.",
+            err=True,
+        )

@@ -4,9 +4,11 @@ An upload runs the same checks as ``fleetgate ca upload``, and each
 rejection has its own ``code``: ``invalid_base64``,
 ``malformed_certificate``, ``not_a_ca``, ``root_not_self_signed``,
 ``intermediate_self_signed``, ``ca_expired``, ``weak_key`` and the other
-policy reasons, and 409 ``ca_already_registered``. Every change is
-passed to the gateway's trust cache at once, so the next handshake uses
-it.
+policy reasons, and 409 ``ca_already_registered``. A CRL loaded with
+``PUT .../certificates/{certId}/crl`` must be signed by that CA
+certificate (400 ``crl_not_from_ca`` otherwise, ``malformed_crl`` for
+one that does not parse). Every change is passed to the gateway's trust
+cache at once, so the next handshake uses it.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from fleetgate.api.schemas import (
     Empty,
     One,
     Page,
+    RevocationList,
+    RevocationListUpload,
 )
-from fleetgate.errors import InvalidInput, Reason
-from fleetgate.store import certificates
+from fleetgate.errors import InvalidInput, NotFound, Reason
+from fleetgate.store import certificates, revocation
 
 router = APIRouter(
     prefix="/v1/projects/{project_id}/certificates", tags=["certificates"]
@@ -112,7 +116,43 @@ def delete_certificate(
     return Empty()
 
 
-def decode_base64(text: str) -> bytes:
+@router.put("/{certificate_id}/crl", summary="Load a CRL for a CA certificate")
+def load_crl(
+    certificate_id: str,
+    body: RevocationListUpload,
+    context: ContextDep,
+    scope: ScopeDep,
+) -> One[RevocationList]:
+    """Check a CRL against the CA certificate and reject the devices it lists."""
+    encoded = decode_base64(body.crl_file, field="crlFile")
+
+    record = revocation.load_revocation_list(
+        context.db,
+        scope.project_id,
+        certificate_id,
+        encoded,
+        actor=scope.caller.actor,
+    )
+    context.trust_changed(scope.project_id)
+    return One[RevocationList](data=RevocationList.of(record))
+
+
+@router.get("/{certificate_id}/crl", summary="Get the CRL of a CA certificate")
+def get_crl(
+    certificate_id: str, context: ContextDep, scope: ScopeDep
+) -> One[RevocationList]:
+    """Return the CRL loaded for a CA certificate, or 404 when there is none."""
+    record = revocation.get_revocation_list(
+        context.db, scope.project_id, certificate_id
+    )
+    if record is None:
+        raise NotFound(
+            f"cannot find a CRL for CA certificate {certificate_id!r}: none was loaded"
+        )
+    return One[RevocationList](data=RevocationList.of(record))
+
+
+def decode_base64(text: str, *, field: str = "certFile") -> bytes:
     """Decode standard base64, ignoring line breaks, or raise InvalidInput."""
     # `base64 file` wraps its output every 76 characters.
     compact = "".join(text.split())
@@ -120,12 +160,12 @@ def decode_base64(text: str) -> bytes:
         decoded = base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidInput(
-            f"cannot decode certFile: invalid base64 ({exc}); send the PEM "
+            f"cannot decode {field}: invalid base64 ({exc}); send the PEM "
             "or DER file encoded with standard base64",
             reason=Reason.INVALID_BASE64,
         ) from exc
     if not decoded:
         raise InvalidInput(
-            "cannot decode certFile: it is empty", reason=Reason.INVALID_BASE64
+            f"cannot decode {field}: it is empty", reason=Reason.INVALID_BASE64
         )
     return decoded
