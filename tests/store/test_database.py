@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -97,6 +98,19 @@ def test_unreachable_server_is_store_unavailable() -> None:
     # Port 1 on loopback has no listener, so the connection is refused.
     with pytest.raises(StoreUnavailable, match="cannot migrate the database"):
         Database.open("postgresql://fleetgate@127.0.0.1:1/none")
+
+
+def test_missing_postgres_driver_names_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A None entry makes "import psycopg" raise ImportError.
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+
+    with pytest.raises(StoreUnavailable) as caught:
+        create_engine_for("postgresql://fleetgate:secret@127.0.0.1:1/db")
+
+    message = caught.value.message
+    assert "the PostgreSQL driver psycopg is not installed" in message
+    assert "pip install 'fleetgate[postgres]'" in message
+    assert "secret" not in message
 
 
 def test_session_commits_on_success(database: Database) -> None:

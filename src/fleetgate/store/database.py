@@ -85,17 +85,25 @@ def create_engine_for(url: str) -> Engine:
     parsed = _normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _create_sqlite_engine(parsed)
-    return create_engine(
-        parsed,
-        pool_size=POSTGRES_POOL_SIZE,
-        max_overflow=POSTGRES_MAX_OVERFLOW,
-        pool_timeout=30,
-        # Connections dropped by a server restart or a firewall are
-        # detected on checkout instead of failing the first query.
-        pool_pre_ping=True,
-        pool_recycle=1800,
-        connect_args={"connect_timeout": 10},
-    )
+    try:
+        return create_engine(
+            parsed,
+            pool_size=POSTGRES_POOL_SIZE,
+            max_overflow=POSTGRES_MAX_OVERFLOW,
+            pool_timeout=30,
+            # Connections dropped by a server restart or a firewall are
+            # detected on checkout instead of failing the first query.
+            pool_pre_ping=True,
+            pool_recycle=1800,
+            connect_args={"connect_timeout": 10},
+        )
+    except ImportError as exc:
+        # SQLAlchemy imports the driver when it creates the engine.
+        raise StoreUnavailable(
+            f"cannot open database {parsed.render_as_string()!r}: the "
+            f"PostgreSQL driver {exc.name or 'psycopg'} is not installed; "
+            "install it with pip install 'fleetgate[postgres]'"
+        ) from exc
 
 
 def _normalize_url(url: str) -> URL:
