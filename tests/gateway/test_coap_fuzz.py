@@ -28,7 +28,7 @@ from fleetgate.store import devices, projects
 from fleetgate.store.database import Database
 
 PROJECT = "fuzz-project"
-# How long one example waits for the link to answer what it was fed.
+# How long one example waits for the link to respond to its input.
 SETTLE_SECONDS = 1.0
 
 
@@ -129,7 +129,7 @@ messages = st.lists(
 async def feed(
     device: ConnectedDevice, db: Database, payloads: list[bytes]
 ) -> FakeSession:
-    """Feed ``payloads`` to a fresh link and wait until it has answered them."""
+    """Feed ``payloads`` to a fresh link and wait until it has responded to them."""
     router = Router()
     router.add(".d", StateService(db).handle)
 

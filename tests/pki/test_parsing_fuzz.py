@@ -55,7 +55,7 @@ def mutated_der(draw: st.DrawFn) -> bytes:
 def as_pem(*ders: bytes) -> bytes:
     blocks = []
     for der in ders:
-        body = base64.encodebytes(der).replace(b"\n", b"\n")
+        body = base64.encodebytes(der)
         blocks.append(
             b"-----BEGIN CERTIFICATE-----\n" + body + b"-----END CERTIFICATE-----\n"
         )
