@@ -6,18 +6,27 @@ listens on 127.0.0.1:8080 unless ``--api-host``, ``--api-port`` or
 unrevoked admin key exists, an admin key is created and printed once.
 SIGINT or SIGTERM stops the API (open requests get a few seconds to
 finish) and then the gateway.
+
+Every start-up failure that an operator can cause (a port in use, a host
+that does not resolve, unreadable or mismatched server credentials, a
+data folder that cannot be created) ends with one ``error:`` line and
+exit code 1. Options outside their range are usage errors (exit code 2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import enum
+import errno
 import logging
 import signal
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from OpenSSL import SSL
 
 from fleetgate.cli.common import (
     DatabaseUrlOption,
@@ -26,12 +35,13 @@ from fleetgate.cli.common import (
     exit_on_error,
 )
 from fleetgate.config import ApiSettings, GatewaySettings, Settings
+from fleetgate.errors import StartupFailed
 from fleetgate.gateway.server import Gateway
 from fleetgate.gateway.server_identity import (
     ServerIdentity,
     ensure_development_identity,
+    load_server_identity,
 )
-from fleetgate.gateway.tls import ServerCredentials
 from fleetgate.store import apikeys
 from fleetgate.store.apikeys import IssuedApiKey
 from fleetgate.store.audit import CLI_ACTOR
@@ -41,6 +51,18 @@ if TYPE_CHECKING:
     from fleetgate.api.server import ApiServer
 
 log = logging.getLogger("fleetgate.serve")
+
+MAX_PORT = 65_535
+
+
+class LogLevel(enum.StrEnum):
+    """Values of ``--log-level``."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
 
 HostnameOption = Annotated[
     list[str] | None,
@@ -64,7 +86,12 @@ def serve(
     database_url: DatabaseUrlOption = None,
     host: Annotated[str, typer.Option(help="Address the device gateway binds.")] = "::",
     port: Annotated[
-        int, typer.Option(help="UDP port of the device gateway (coaps); 0 picks one.")
+        int,
+        typer.Option(
+            min=0,
+            max=MAX_PORT,
+            help="UDP port of the device gateway (coaps); 0 picks one.",
+        ),
     ] = 5684,
     hostname: HostnameOption = None,
     server_cert: ServerCertOption = None,
@@ -72,27 +99,35 @@ def serve(
         Path | None, typer.Option(help="Private key (PEM) of --server-cert.")
     ] = None,
     idle_timeout: Annotated[
-        float, typer.Option(help="Seconds after which an idle DTLS session is closed.")
+        float,
+        typer.Option(min=1, help="Seconds after which an idle DTLS session is closed."),
     ] = 300.0,
     max_sessions: Annotated[
-        int, typer.Option(help="Maximum number of concurrent DTLS sessions.")
+        int, typer.Option(min=1, help="Maximum number of concurrent DTLS sessions.")
     ] = 10_000,
     api_host: Annotated[
         str, typer.Option(help="Address the management API (HTTP) binds.")
     ] = ApiSettings.host,
     api_port: Annotated[
-        int, typer.Option(help="TCP port of the management API; 0 picks one.")
+        int,
+        typer.Option(
+            min=0, max=MAX_PORT, help="TCP port of the management API; 0 picks one."
+        ),
     ] = ApiSettings.port,
     no_api: Annotated[
         bool, typer.Option("--no-api", help="Serve devices only, without the API.")
     ] = False,
     log_level: Annotated[
-        str, typer.Option(help="Logging level: DEBUG, INFO, WARNING or ERROR.")
-    ] = "INFO",
+        LogLevel,
+        typer.Option(
+            case_sensitive=False,
+            help="Lowest level of the log lines written to standard error.",
+        ),
+    ] = LogLevel.INFO,
 ) -> None:
     """Run the device gateway (CoAP over DTLS) and the management API (HTTP)."""
     logging.basicConfig(
-        level=log_level.upper(),
+        level=log_level.value,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     # Migration progress is noise on every start; failures still surface.
@@ -105,9 +140,9 @@ def serve(
         raise typer.Exit(2)
 
     with exit_on_error():
+        _create_data_dir(settings.data_dir)
         if server_cert is not None and server_key is not None:
-            credentials = ServerCredentials(server_cert, server_key)
-            identity = ServerIdentity(credentials, None, generated=False)
+            identity = load_server_identity(server_cert, server_key)
         else:
             identity = ensure_development_identity(
                 settings.server_pki_dir, tuple(hostname or ())
@@ -126,6 +161,18 @@ def serve(
             db.dispose()
 
 
+def _create_data_dir(folder: Path) -> None:
+    # Owner-only, because the folder contains device data, hashed API
+    # keys and the development CA key.
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupFailed(
+            f"cannot create data folder {str(folder)!r}: {exc.strerror}; "
+            "pass --data-dir with a folder you can write to"
+        ) from exc
+
+
 async def _run(
     db: Database,
     identity: ServerIdentity,
@@ -137,8 +184,11 @@ async def _run(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
-    gateway = Gateway(db, identity.credentials, settings)
-    await gateway.start()
+    gateway = _create_gateway(db, identity, settings)
+    try:
+        await gateway.start()
+    except OSError as exc:
+        raise _bind_error(exc, settings) from exc
     api: ApiServer | None = None
     try:
         bound_host, bound_port = gateway.address
@@ -173,6 +223,41 @@ async def _run(
         if api is not None:
             await api.stop()
         await gateway.stop()
+
+
+def _create_gateway(
+    db: Database, identity: ServerIdentity, settings: GatewaySettings
+) -> Gateway:
+    try:
+        return Gateway(db, identity.credentials, settings)
+    except SSL.Error as exc:
+        # The files were checked already, so this is a chain or key that
+        # OpenSSL rejects for its own reasons, such as an unsupported key.
+        credentials = identity.credentials
+        raise StartupFailed(
+            f"cannot use server certificate chain {credentials.certificate_chain} "
+            f"and key {credentials.private_key}: OpenSSL rejected them ({exc})"
+        ) from exc
+
+
+def _bind_error(exc: OSError, settings: GatewaySettings) -> StartupFailed:
+    where = f"UDP port {settings.port} on {settings.host}"
+    if isinstance(exc, socket.gaierror):
+        return StartupFailed(
+            f"cannot start the device gateway: host {settings.host!r} does not "
+            f"resolve ({exc.strerror}); pass --host with an IP address such "
+            "as :: or 127.0.0.1"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return StartupFailed(
+            f"cannot start the device gateway on {where}: the port is already "
+            "in use, perhaps by another fleetgate serve; stop that process or "
+            "pick another port with --port"
+        )
+    return StartupFailed(
+        f"cannot start the device gateway on {where}: {exc.strerror}; check "
+        "--host and --port"
+    )
 
 
 def _announce_admin_key(admin_key: IssuedApiKey, base_url: str) -> None:

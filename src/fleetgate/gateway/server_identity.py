@@ -11,6 +11,11 @@ chain and key instead, and nothing is generated.
 The development CA key stays on disk beside the certificates (mode
 0600). It is meant for labs and first steps: production deployments
 should bring a server certificate from their own CA.
+
+Both entry points check their files up front and raise
+:class:`~fleetgate.errors.StartupFailed` with the file and the fix, so
+``fleetgate serve`` never shows OpenSSL's own error queue, which names
+no file (``[('system library', '', '')]`` for a missing one).
 """
 
 from __future__ import annotations
@@ -19,14 +24,18 @@ import dataclasses
 import datetime as dt
 import ipaddress
 import logging
+import re
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fleetgate.errors import InvalidInput, StartupFailed
 from fleetgate.gateway.tls import ServerCredentials
+from fleetgate.pki.identity import load_certificates
 from fleetgate.pki.tools import random_serial, write_certificate, write_private_key
 
 log = logging.getLogger(__name__)
@@ -36,6 +45,13 @@ CA_VALIDITY = dt.timedelta(days=3650)
 SERVER_VALIDITY = dt.timedelta(days=397)
 # Reissue the server certificate when less than this much validity is left.
 RENEW_BEFORE = dt.timedelta(days=30)
+# A host name label: 1-63 letters, digits and hyphens, not starting or
+# ending with a hyphen (RFC 1035, section 2.3.1, with the leading digit
+# that RFC 1123, section 2.1 allows).
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+# RFC 1035, section 2.3.4 allows 255 octets on the wire, which is 253
+# characters of dotted text without the final dot.
+MAX_HOSTNAME_LENGTH = 253
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,10 +63,102 @@ class ServerIdentity:
     generated: bool
 
 
+def load_server_identity(chain_path: Path, key_path: Path) -> ServerIdentity:
+    """Check an operator's certificate chain and key, and wrap them for the gateway.
+
+    Raises StartupFailed when a file cannot be read, is not PEM, or the
+    key does not belong to the first certificate of the chain.
+    """
+    chain_pem = _read(chain_path, "server certificate chain", "--server-cert")
+    key_pem = _read(key_path, "server key", "--server-key")
+    # OpenSSL reads the chain file as PEM only, though Fleetgate's
+    # certificate loader would also accept one DER certificate.
+    if b"-----BEGIN CERTIFICATE-----" not in chain_pem:
+        raise StartupFailed(
+            f"cannot use server certificate chain {chain_path}: it contains no "
+            "PEM certificate; pass --server-cert with a PEM file, server "
+            "certificate first"
+        )
+    try:
+        leaf = load_certificates(chain_pem)[0]
+    except InvalidInput as exc:
+        raise StartupFailed(
+            f"cannot use server certificate chain {chain_path}: {exc.message}"
+        ) from exc
+
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError as exc:
+        raise StartupFailed(
+            f"cannot use server key {key_path}: it is encrypted; write a "
+            "decrypted copy with 'openssl pkey -in KEY -out PLAIN_KEY' and "
+            "keep it at mode 0600"
+        ) from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise StartupFailed(
+            f"cannot use server key {key_path}: not a PEM private key that "
+            "Fleetgate can load; pass --server-key with the key of --server-cert"
+        ) from exc
+    if key.public_key() != leaf.public_key():
+        raise StartupFailed(
+            f"cannot use server key {key_path}: it does not belong to the first "
+            f"certificate of {chain_path}, whose public key differs; pass the "
+            "key that was made with that certificate"
+        )
+    return ServerIdentity(
+        ServerCredentials(chain_path, key_path), root_path=None, generated=False
+    )
+
+
+def validate_hostname(name: str) -> str:
+    """Return ``name`` if it is an IP address or a DNS host name, else raise."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        return name
+    labels = name.removesuffix(".").split(".")
+    if len(name) > MAX_HOSTNAME_LENGTH or not all(
+        _DNS_LABEL.fullmatch(label) for label in labels
+    ):
+        raise InvalidInput(
+            f"cannot use --hostname {name!r}: expected an IP address or a DNS "
+            "name of dot-separated labels of 1-63 letters, digits and inner "
+            f"hyphens, at most {MAX_HOSTNAME_LENGTH} characters"
+        )
+    return name
+
+
 def ensure_development_identity(
     folder: Path, hostnames: tuple[str, ...] = ()
 ) -> ServerIdentity:
-    """Create or reuse the development server CA and a server certificate."""
+    """Create or reuse the development server CA and a server certificate.
+
+    Raises InvalidInput for a hostname that is neither an IP address nor
+    a DNS name, and StartupFailed when the files cannot be written or read.
+    """
+    for name in hostnames:
+        validate_hostname(name)
+    try:
+        return _ensure_development_identity(folder, hostnames)
+    except OSError as exc:
+        raise StartupFailed(
+            f"cannot write the development server PKI to "
+            f"{exc.filename or folder}: {exc.strerror}; pass --data-dir with "
+            "a folder you can write to"
+        ) from exc
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise StartupFailed(
+            f"cannot load the development server PKI in {folder}: a file there "
+            f"is damaged ({exc}); move the folder away to make a new CA, which "
+            "devices must then trust instead"
+        ) from exc
+
+
+def _ensure_development_identity(
+    folder: Path, hostnames: tuple[str, ...]
+) -> ServerIdentity:
     folder.mkdir(parents=True, exist_ok=True)
     ca_key_path = folder / "server-ca.key"
     ca_path = folder / "server-ca.pem"
@@ -86,6 +194,16 @@ def ensure_development_identity(
         root_path=ca_path,
         generated=generated,
     )
+
+
+def _read(path: Path, label: str, option: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StartupFailed(
+            f"cannot read {label} {path}: {exc.strerror}; pass {option} with "
+            "a readable PEM file"
+        ) from exc
 
 
 def _load_ec_key(path: Path) -> ec.EllipticCurvePrivateKey:
