@@ -35,6 +35,7 @@ from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.numbers.types import Type
 
 from fleetgate.errors import DeviceRejected, FleetgateError, StoreUnavailable
+from fleetgate.gateway.blockwise import BlockwiseTransfers
 from fleetgate.gateway.dtls import DtlsSession
 from fleetgate.gateway.observe import ObserverRegistry
 from fleetgate.gateway.resources import (
@@ -61,8 +62,9 @@ REFUSAL_GRACE_SECONDS = 2.0
 # Max-Age of a 5.03 response: when the device may retry (RFC 7252 5.9.3.4).
 RETRY_AFTER_SECONDS = 30
 # Largest CoAP message that fits one DTLS record, whose plaintext is at
-# most 2^14 bytes (RFC 6347 4.1, RFC 5246 6.2.1). Block-wise transfer
-# (RFC 7959), which would carry more, is not served yet.
+# most 2^14 bytes (RFC 6347 4.1, RFC 5246 6.2.1). Larger bodies travel
+# block-wise (RFC 7959, see blockwise.py), so only a response with huge
+# options or a diagnostic could still exceed it.
 MAX_MESSAGE_BYTES = 16384
 
 HANDLED_OPTIONS = frozenset(
@@ -76,6 +78,8 @@ HANDLED_OPTIONS = frozenset(
         OptionNumber.OBSERVE,
         OptionNumber.ETAG,
         OptionNumber.SIZE1,
+        OptionNumber.BLOCK1,
+        OptionNumber.BLOCK2,
         OptionNumber.SIZE2,
         OptionNumber.MAX_AGE,
     }
@@ -96,6 +100,7 @@ class DeviceLink:
         self.endpoint = endpoint
         self.session = session
         self.device: ConnectedDevice | None = None
+        self.transfers = BlockwiseTransfers()
         self._queue: asyncio.Queue[Message] = asyncio.Queue(MAX_QUEUED_REQUESTS)
         # message ID -> (time received, encoded response or None while busy)
         self._exchanges: collections.OrderedDict[int, tuple[float, bytes | None]] = (
@@ -193,7 +198,12 @@ class DeviceLink:
                 checked_at = now
                 if not await self._still_allowed(identity, message):
                     return
-            response = await self._dispatch(self.device, message)
+            whole = self.transfers.reassemble(message)
+            if isinstance(whole, CoapResponse):
+                self._respond(message, whole)  # 2.31 Continue or an error
+                continue
+            response = await self._dispatch(self.device, whole)
+            response = self.transfers.finish(message, response)
             response = self.endpoint.observers.after_request(self, message, response)
             self._respond(message, response)
 
@@ -274,7 +284,8 @@ class DeviceLink:
     async def render(self, message: Message) -> CoapResponse:
         """Serve ``message`` again, as an Observe notification does."""
         assert self.device is not None
-        return await self._dispatch(self.device, message)
+        response = await self._dispatch(self.device, message)
+        return self.transfers.finish(message, response)
 
     def _reply(self, message: Message, response: CoapResponse) -> Message:
         reply = response_message(response)
