@@ -140,6 +140,15 @@ def test_list_filters_and_pages(acme: TestClient) -> None:
     assert (paged["page"], paged["perPage"], paged["total"]) == (1, 3, 4)
 
 
+@pytest.mark.parametrize("route", ["devices", "audit"])
+def test_page_beyond_max_is_422(acme: TestClient, route: str) -> None:
+    response = acme.get(
+        f"/v1/projects/acme/{route}", params={"page": 9223372036854775807}
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_request"
+
+
 def test_other_projects_device_is_404(acme: TestClient, other: TestClient) -> None:
     device_id = create(acme, name="pump-1")["id"]
     path = f"/v1/projects/other/devices/{device_id}"

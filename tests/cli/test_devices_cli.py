@@ -54,6 +54,12 @@ def test_list_pages(invoke: Invoke) -> None:
     assert "3-3 of 3" in listed.stdout
 
 
+def test_list_rejects_page_beyond_max(invoke: Invoke) -> None:
+    listed = invoke(app, "list", "-p", "acme", "--page", "9223372036854775807")
+    assert listed.exit_code == 2
+    assert "--page" in listed.output
+
+
 def test_list_shows_last_seen_and_expiry(invoke: Invoke, database_url: str) -> None:
     from fleetgate.provisioning import associate
     from fleetgate.store.database import Database

@@ -7,7 +7,7 @@ import pytest
 from fleetgate.errors import Conflict, InvalidInput, NotFound
 from fleetgate.store import apikeys, certificates, devices, state
 from fleetgate.store.audit import AuditRecord, list_audit_entries
-from fleetgate.store.database import Database
+from fleetgate.store.database import MAX_PAGE, Database
 from fleetgate.store.projects import create_project
 
 from .certs import make_root
@@ -122,3 +122,12 @@ def test_unknown_project_is_not_found(db: Database) -> None:
 def test_bad_paging_is_invalid(db: Database) -> None:
     with pytest.raises(InvalidInput):
         list_audit_entries(db, "acme", per_page=0)
+    with pytest.raises(InvalidInput):
+        list_audit_entries(db, "acme", page=MAX_PAGE + 1)
+    with pytest.raises(InvalidInput):
+        list_audit_entries(db, "acme", page=2**63, per_page=1000)
+
+
+def test_last_allowed_page_is_empty(db: Database) -> None:
+    page = list_audit_entries(db, "acme", page=MAX_PAGE, per_page=1000)
+    assert page.items == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fleetgate.errors import Conflict, InvalidInput, NotFound, Reason
-from fleetgate.store.database import Database
+from fleetgate.store.database import MAX_PAGE, Database
 from fleetgate.store.devices import (
     create_device,
     delete_device,
@@ -130,6 +130,8 @@ def test_list_unknown_project_is_not_found(db: Database) -> None:
     ("page", "per_page"),
     [
         pytest.param(-1, 10, id="fail/negative-page"),
+        pytest.param(MAX_PAGE + 1, 10, id="fail/page-beyond-max"),
+        pytest.param(2**63, 1000, id="fail/page-beyond-sql-integer"),
         pytest.param(0, 0, id="fail/empty-page"),
         pytest.param(0, 1001, id="fail/huge-page"),
     ],

@@ -7,12 +7,21 @@ from typing import Annotated, TypeVar
 
 from fastapi import Query
 
+from fleetgate.store.database import MAX_PAGE
+
 # Golioth's API allows at most 100 items per page. Fleetgate allows
 # more, so every page size that Golioth accepts is accepted here too.
 MAX_PER_PAGE = 1000
 DEFAULT_PER_PAGE = 100
 
-PageQuery = Annotated[int, Query(ge=0, description="Page to return, counting from 0.")]
+PageQuery = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=MAX_PAGE,
+        description=f"Page to return, counting from 0, at most {MAX_PAGE}.",
+    ),
+]
 PerPageQuery = Annotated[
     int,
     Query(

@@ -25,6 +25,7 @@ from fleetgate.cli.common import (
 )
 from fleetgate.store import devices
 from fleetgate.store.audit import CLI_ACTOR
+from fleetgate.store.database import MAX_PAGE
 
 app = typer.Typer(help="List and manage devices.", no_args_is_help=True)
 
@@ -40,7 +41,9 @@ def list_(
         str | None,
         typer.Option(help="Show only devices whose name contains this, ignoring case."),
     ] = None,
-    page: Annotated[int, typer.Option(min=0, help="Page to show, from 0.")] = 0,
+    page: Annotated[
+        int, typer.Option(min=0, max=MAX_PAGE, help="Page to show, from 0.")
+    ] = 0,
     per_page: Annotated[
         int,
         typer.Option(min=1, max=devices.MAX_PER_PAGE, help="Devices per page."),

@@ -24,7 +24,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from fleetgate.errors import InvalidInput, NotFound
-from fleetgate.store.database import Database
+from fleetgate.store.database import MAX_PAGE, Database
 from fleetgate.store.models import AuditEntry, Project
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,10 @@ def list_audit_entries(
     db: Database, project_id: str, *, page: int = 0, per_page: int = 100
 ) -> AuditPage:
     """Return one page of a project's audit log, newest first."""
-    if page < 0:
-        raise InvalidInput(f"cannot list audit entries: page {page} is negative")
+    if not 0 <= page <= MAX_PAGE:
+        raise InvalidInput(
+            f"cannot list audit entries: page {page} is outside 0-{MAX_PAGE}"
+        )
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise InvalidInput(
             f"cannot list audit entries: per_page {per_page} is outside "

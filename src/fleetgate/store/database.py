@@ -54,6 +54,11 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 POSTGRES_POOL_SIZE = 10
 POSTGRES_MAX_OVERFLOW = 20
 
+# Highest page number that a paged listing accepts. With at most 1000
+# items a page, the SQL OFFSET stays far below the 64-bit integer that
+# SQLite and PostgreSQL take, which a larger page would overflow.
+MAX_PAGE = 1_000_000
+
 # Key of the PostgreSQL advisory lock held while migrations run, so two
 # processes that start at once do not both create the tables. Any fixed
 # 64-bit number works, but it must not change between releases.

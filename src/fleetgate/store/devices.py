@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from fleetgate.errors import Conflict, InvalidInput, NotFound
 from fleetgate.pki.identity import validate_certificate_id
 from fleetgate.store import audit
-from fleetgate.store.database import Database
+from fleetgate.store.database import MAX_PAGE, Database
 from fleetgate.store.models import Device
 from fleetgate.store.projects import require_project
 
@@ -153,8 +153,8 @@ def list_devices(
     ``name`` keeps the devices whose name contains it, ignoring case,
     and ``exact_name`` the device named exactly so. Pages count from 0.
     """
-    if page < 0:
-        raise InvalidInput(f"cannot list devices: page {page} is negative")
+    if not 0 <= page <= MAX_PAGE:
+        raise InvalidInput(f"cannot list devices: page {page} is outside 0-{MAX_PAGE}")
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise InvalidInput(
             f"cannot list devices: per_page {per_page} is outside 1-{MAX_PER_PAGE}"
