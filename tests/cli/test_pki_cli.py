@@ -150,6 +150,89 @@ def test_root_rejects_zero_days(tmp_path: Path) -> None:
     assert not (tmp_path / "root.key.pem").exists()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(["root"], id="fail/root"),
+        pytest.param(["intermediate"], id="fail/intermediate"),
+        pytest.param(["device", "--project", "acme"], id="fail/device"),
+    ],
+)
+def test_days_beyond_max_is_usage_error(
+    command: list[str], root_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "out"
+    issuer = ["--issuer-key", str(root_files[0]), "--issuer-cert", str(root_files[1])]
+    if command[0] == "root":
+        issuer = []
+    if command[0] == "device":
+        issuer += ["--certificate-id", "dev-1"]
+
+    result = pki(*command, *issuer, "--out-dir", str(out_dir), "--days", "3000000")
+
+    assert result.exit_code == 2, result.output
+    assert "--days" in result.output
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "common_name",
+    [pytest.param("", id="fail/empty"), pytest.param("x" * 65, id="fail/65-chars")],
+)
+@pytest.mark.parametrize("command", ["root", "intermediate"])
+def test_common_name_length_is_checked(
+    command: str, common_name: str, root_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "out"
+    issuer = ["--issuer-key", str(root_files[0]), "--issuer-cert", str(root_files[1])]
+    args = [command, *(issuer if command == "intermediate" else [])]
+
+    result = pki(*args, "--out-dir", str(out_dir), "--common-name", common_name)
+
+    assert result.exit_code == 1, result.output
+    assert "expected 1-64 characters" in result.output
+    assert isinstance(result.exception, SystemExit)
+    assert not out_dir.exists()
+
+
+def test_common_name_of_64_chars_is_accepted(tmp_path: Path) -> None:
+    result = pki("root", "--out-dir", str(tmp_path), "--common-name", "x" * 64)
+
+    assert result.exit_code == 0, result.output
+    subject = read_cert(tmp_path / "root.crt.pem").subject
+    assert subject.rfc4514_string() == "CN=" + "x" * 64
+
+
+@pytest.mark.parametrize(
+    "stem",
+    [pytest.param("", id="fail/empty"), pytest.param("a/b", id="fail/slash")],
+)
+def test_root_rejects_bad_name_stem(stem: str, tmp_path: Path) -> None:
+    result = pki("root", "--out-dir", str(tmp_path / "out"), "--name", stem)
+
+    assert result.exit_code == 1, result.output
+    assert f"cannot use --name {stem!r}" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_intermediate_path_length_beyond_max(
+    root_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    issuer = ["--issuer-key", str(root_files[0]), "--issuer-cert", str(root_files[1])]
+
+    result = pki(
+        "intermediate",
+        *issuer,
+        "--out-dir",
+        str(tmp_path / "out"),
+        "--path-length",
+        "99999999999999999999",
+    )
+
+    assert result.exit_code == 2, result.output
+    assert "--path-length" in result.output
+
+
 # intermediate
 
 

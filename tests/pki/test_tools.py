@@ -325,3 +325,48 @@ def test_csr_file_round_trip(tmp_path: Path) -> None:
     tools.write_csr(path, csr)
 
     assert x509.load_pem_x509_csr(path.read_bytes()) == csr
+
+
+# Input bounds.
+
+
+@pytest.mark.parametrize(
+    "days",
+    [pytest.param(0, id="fail/zero"), pytest.param(tools.MAX_DAYS + 1, id="fail/max")],
+)
+def test_make_root_rejects_days_out_of_range(days: int) -> None:
+    with pytest.raises(InvalidInput, match="days"):
+        tools.make_root(days=days)
+
+
+def test_make_root_accepts_max_days() -> None:
+    _, cert = tools.make_root(days=tools.MAX_DAYS)
+
+    validity = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert validity.days == tools.MAX_DAYS
+
+
+def test_sign_device_csr_rejects_huge_days() -> None:
+    issuer_key, issuer_cert = tools.make_root()
+    csr = tools.make_device_csr(tools.make_device_key(), "acme", "dev-1")
+
+    with pytest.raises(InvalidInput, match="3000000 days"):
+        tools.sign_device_csr(csr, issuer_key, issuer_cert, days=3_000_000)
+
+
+@pytest.mark.parametrize(
+    "common_name",
+    [pytest.param("", id="fail/empty"), pytest.param("x" * 65, id="fail/65-chars")],
+)
+def test_make_root_rejects_common_name_length(common_name: str) -> None:
+    with pytest.raises(InvalidInput, match="expected 1-64 characters"):
+        tools.make_root(common_name)
+
+
+def test_make_intermediate_rejects_path_length_beyond_max() -> None:
+    issuer_key, issuer_cert = tools.make_root()
+
+    with pytest.raises(InvalidInput, match="path length"):
+        tools.make_intermediate(
+            issuer_key, issuer_cert, path_length=tools.MAX_CA_PATH_LENGTH + 1
+        )

@@ -44,6 +44,13 @@ OutDir = Annotated[
     Path, typer.Option(help="Directory to write the files to; created if missing.")
 ]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite existing files.")]
+CommonNameOption = Annotated[
+    str,
+    typer.Option(help=f"Subject CN, 1-{tools.MAX_COMMON_NAME_LENGTH} characters."),
+]
+DaysOption = Annotated[
+    int, typer.Option(min=1, max=tools.MAX_DAYS, help="Validity in days.")
+]
 KeyTypeOption = Annotated[KeyType, typer.Option(help="Algorithm of the new key.")]
 IssuerKey = Annotated[
     Path, typer.Option(help="PEM private key of the issuing CA (unencrypted).")
@@ -58,6 +65,21 @@ class _CommandError(Exception):
 def _fail(message: str) -> typer.Exit:
     error_console.print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(code=1)
+
+
+def _check_name_stem(stem: str) -> None:
+    if not stem or stem in (".", "..") or "/" in stem or "\0" in stem:
+        raise _CommandError(
+            f"cannot use --name {stem!r}: expected a file name stem without "
+            "'/', such as root; use --out-dir to choose the folder"
+        )
+
+
+def _check_common_name(common_name: str) -> None:
+    try:
+        tools.validate_common_name(common_name)
+    except FleetgateError as exc:
+        raise _CommandError(f"{exc.message}; pass another --common-name") from exc
 
 
 def _prepare_paths(out_dir: Path, names: list[str], *, force: bool) -> list[Path]:
@@ -141,15 +163,15 @@ def _report(title: str, written: list[tuple[str, Path]]) -> None:
 def root(
     out_dir: OutDir = Path("."),
     name: Annotated[str, typer.Option(help="File name stem.")] = "root",
-    common_name: Annotated[str, typer.Option(help="Subject CN.")] = "Root CA",
+    common_name: CommonNameOption = "Root CA",
     key_type: KeyTypeOption = KeyType.EC_P256,
-    days: Annotated[int, typer.Option(min=1, help="Validity in days.")] = (
-        tools.DEFAULT_CA_DAYS
-    ),
+    days: DaysOption = tools.DEFAULT_CA_DAYS,
     force: Force = False,
 ) -> None:
     """Make a self-signed root CA key and certificate."""
     try:
+        _check_name_stem(name)
+        _check_common_name(common_name)
         key_path, cert_path = _prepare_paths(
             out_dir, [f"{name}.key.pem", f"{name}.crt.pem"], force=force
         )
@@ -172,19 +194,23 @@ def intermediate(
     issuer_cert: IssuerCert,
     out_dir: OutDir = Path("."),
     name: Annotated[str, typer.Option(help="File name stem.")] = "intermediate",
-    common_name: Annotated[str, typer.Option(help="Subject CN.")] = ("Intermediate CA"),
+    common_name: CommonNameOption = "Intermediate CA",
     path_length: Annotated[
         int | None,
-        typer.Option(min=0, help="basicConstraints pathLen; unlimited if unset."),
+        typer.Option(
+            min=0,
+            max=tools.MAX_CA_PATH_LENGTH,
+            help="basicConstraints pathLen; unlimited if unset.",
+        ),
     ] = None,
     key_type: KeyTypeOption = KeyType.EC_P256,
-    days: Annotated[int, typer.Option(min=1, help="Validity in days.")] = (
-        tools.DEFAULT_CA_DAYS
-    ),
+    days: DaysOption = tools.DEFAULT_CA_DAYS,
     force: Force = False,
 ) -> None:
     """Make an intermediate CA key and certificate signed by an issuer."""
     try:
+        _check_name_stem(name)
+        _check_common_name(common_name)
         signing_key, signing_cert = _load_issuer(issuer_key, issuer_cert)
         key_path, cert_path = _prepare_paths(
             out_dir, [f"{name}.key.pem", f"{name}.crt.pem"], force=force
@@ -219,9 +245,7 @@ def device(
     issuer_cert: IssuerCert,
     out_dir: OutDir = Path("."),
     key_type: KeyTypeOption = KeyType.EC_P256,
-    days: Annotated[int, typer.Option(min=1, help="Validity in days.")] = (
-        tools.DEFAULT_DEVICE_DAYS
-    ),
+    days: DaysOption = tools.DEFAULT_DEVICE_DAYS,
     v3: Annotated[
         bool,
         typer.Option(

@@ -43,6 +43,16 @@ KEY_TYPES: tuple[KeyType, ...] = ("ec-p256", "ec-p384", "rsa2048", "ed25519")
 
 DEFAULT_CA_DAYS = 3650
 DEFAULT_DEVICE_DAYS = 365
+# A hundred years. No CA or device needs longer, and the bound keeps
+# end dates far inside Python's datetime, which ends at year 9999.
+MAX_DAYS = 36_500
+# Largest basicConstraints pathLen of an intermediate. Fleetgate itself
+# accepts at most 4 CA certificates above a device, so a larger value
+# only matters to other verifiers.
+MAX_CA_PATH_LENGTH = 16
+# RFC 5280, appendix A.1 bounds a common name (ub-common-name) at 64
+# characters, and cryptography raises ValueError for a longer one.
+MAX_COMMON_NAME_LENGTH = 64
 
 
 def generate_key(key_type: KeyType = "ec-p256") -> PrivateKey:
@@ -58,6 +68,26 @@ def generate_key(key_type: KeyType = "ec-p256") -> PrivateKey:
     raise ValueError(
         f"key_type must be one of {', '.join(KEY_TYPES)}, not {key_type!r}"
     )
+
+
+def validate_common_name(common_name: str) -> str:
+    """Return ``common_name`` if it fits a subject CN, else raise InvalidInput."""
+    if not 1 <= len(common_name) <= MAX_COMMON_NAME_LENGTH:
+        raise InvalidInput(
+            f"cannot use common name {common_name[:70]!r} of {len(common_name)} "
+            f"characters: expected 1-{MAX_COMMON_NAME_LENGTH} characters"
+        )
+    return common_name
+
+
+def validate_days(days: int) -> int:
+    """Return ``days`` if it is a validity period that can be issued, else raise."""
+    if not 1 <= days <= MAX_DAYS:
+        raise InvalidInput(
+            f"cannot issue a certificate valid for {days} days: expected "
+            f"1-{MAX_DAYS} days"
+        )
+    return days
 
 
 def signature_hash_for(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | None:
@@ -115,6 +145,8 @@ def make_root(
     not_before: dt.datetime | None = None,
 ) -> tuple[PrivateKey, x509.Certificate]:
     """Return a new self-signed root CA key and certificate."""
+    validate_common_name(common_name)
+    validate_days(days)
     key = generate_key(key_type)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     builder = _ca_builder(
@@ -139,6 +171,13 @@ def make_intermediate(
     not_before: dt.datetime | None = None,
 ) -> tuple[PrivateKey, x509.Certificate]:
     """Return a new intermediate CA key and certificate signed by the issuer."""
+    validate_common_name(common_name)
+    validate_days(days)
+    if path_length is not None and not 0 <= path_length <= MAX_CA_PATH_LENGTH:
+        raise InvalidInput(
+            f"cannot use path length {path_length}: expected "
+            f"0-{MAX_CA_PATH_LENGTH}, or none for no limit"
+        )
     key = generate_key(key_type)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     usage = x509.KeyUsage(
@@ -203,6 +242,7 @@ def sign_device_csr(
     if not csr.is_signature_valid:
         raise InvalidInput("cannot sign CSR: its self-signature does not verify")
     read_device_name(csr.subject)
+    validate_days(days)
     if version not in ("v1", "v3"):
         raise ValueError(f"version must be 'v1' or 'v3', not {version!r}")
 
