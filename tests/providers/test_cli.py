@@ -85,6 +85,37 @@ def test_set_local_needs_files(db: Database, invoke: Invoke) -> None:
     assert "--ca-key and --ca-cert" in result.output
 
 
+@pytest.mark.parametrize(
+    "option",
+    [
+        pytest.param(["--days", "3000000"], id="fail/days"),
+        pytest.param(
+            ["--max-rotations-per-hour", "99999999999999999999999"],
+            id="fail/rotations",
+        ),
+    ],
+)
+def test_set_rejects_numbers_beyond_max(
+    db: Database, invoke: Invoke, tmp_path: Path, option: list[str]
+) -> None:
+    result = invoke(
+        app,
+        "provider",
+        "set",
+        "--project",
+        PROJECT,
+        "local",
+        "--generate",
+        *option,
+        "--data-dir",
+        str(tmp_path),
+    )
+
+    assert result.exit_code == 2, result.output
+    assert option[0] in result.output
+    assert pki_providers.get_provider_config(db, PROJECT).kind == "offline"
+
+
 def test_set_aws_stores_key_file_not_secret(
     db: Database, invoke: Invoke, tmp_path: Path, pca: Any, moto_url: str
 ) -> None:

@@ -88,6 +88,17 @@ def test_validity_ends_with_the_ca(tmp_path: Path) -> None:
     assert issued.not_valid_after_utc == root.not_valid_after_utc
 
 
+@pytest.mark.parametrize(
+    "days",
+    [pytest.param(0, id="fail/zero"), pytest.param(3_000_000, id="fail/huge")],
+)
+def test_validity_out_of_range_is_invalid(
+    ca_files: tuple[Path, Path], days: int
+) -> None:
+    with pytest.raises(InvalidInput, match=f"validity of {days} days"):
+        LocalProvider(*ca_files, days=days)
+
+
 def test_mismatched_key_fails(tmp_path: Path, ca_files: tuple[Path, Path]) -> None:
     other_key, _ = tools.make_root("Other")
     tools.write_private_key(tmp_path / "other.key", other_key)

@@ -74,6 +74,13 @@ def test_limit_below_one_is_invalid(db: Database) -> None:
         )
 
 
+def test_limit_beyond_max_is_invalid(db: Database) -> None:
+    with pytest.raises(InvalidInput, match="expected 1-3600 per hour"):
+        set_provider_config(
+            db, "acme", "local", {}, status="configured", max_rotations_per_hour=2**70
+        )
+
+
 def test_record_status_stores_outcome(db: Database) -> None:
     set_provider_config(db, "acme", "local", {}, status="configured")
     record_provider_status(

@@ -30,7 +30,7 @@ from fleetgate.cli.common import (
 )
 from fleetgate.config import Settings
 from fleetgate.errors import InvalidInput
-from fleetgate.pki import issue
+from fleetgate.pki import issue, tools
 from fleetgate.providers import credentials
 from fleetgate.providers.aws_pca import AwsPcaProvider
 from fleetgate.providers.base import PkiProvider, ProviderState
@@ -107,12 +107,16 @@ def set_(
         ),
     ] = None,
     days: Annotated[
-        int, typer.Option(min=1, help="Validity of issued certificates, in days.")
+        int,
+        typer.Option(
+            min=1, max=tools.MAX_DAYS, help="Validity of issued certificates, in days."
+        ),
     ] = issue.DEFAULT_DAYS,
     max_rotations_per_hour: Annotated[
         int | None,
         typer.Option(
             min=1,
+            max=pki_providers.MAX_ROTATIONS_PER_HOUR,
             help="Certificates a device may get per hour (default: 10, or "
             "the current value).",
         ),

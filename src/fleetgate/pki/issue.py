@@ -50,8 +50,8 @@ def issue_client_certificate(
     The validity ends ``days`` after ``now`` or when the issuer expires,
     whichever is first, because a certificate cannot outlive its chain.
     """
-    if days < 1:
-        raise ValueError(f"days must be at least 1, not {days}")
+    if not 1 <= days <= tools.MAX_DAYS:
+        raise ValueError(f"days must be 1-{tools.MAX_DAYS}, not {days}")
     public_key = csr.public_key()
     if not isinstance(
         public_key,

@@ -53,7 +53,7 @@ from fleetgate.errors import (
     ProviderFailed,
     ProviderUnavailable,
 )
-from fleetgate.pki import issue
+from fleetgate.pki import issue, tools
 from fleetgate.providers.base import (
     IssuedChain,
     IssueRequest,
@@ -116,8 +116,10 @@ class AwsPcaProvider(PkiProvider):
                 f"cannot use AWS Private CA: {ca_arn!r} is not a CA ARN "
                 "(arn:aws:acm-pca:REGION:ACCOUNT:certificate-authority/ID)"
             )
-        if days < 1:
-            raise InvalidInput(f"cannot use validity of {days} days: minimum is 1")
+        if not 1 <= days <= tools.MAX_DAYS:
+            raise InvalidInput(
+                f"cannot use validity of {days} days: expected 1-{tools.MAX_DAYS}"
+            )
         self.region = region
         self.ca_arn = ca_arn
         self.endpoint_url = endpoint_url

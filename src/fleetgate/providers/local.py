@@ -47,8 +47,10 @@ class LocalProvider(PkiProvider):
     kind = ProviderKind.LOCAL
 
     def __init__(self, ca_key: Path, ca_cert: Path, *, days: int) -> None:
-        if days < 1:
-            raise InvalidInput(f"cannot use validity of {days} days: minimum is 1")
+        if not 1 <= days <= tools.MAX_DAYS:
+            raise InvalidInput(
+                f"cannot use validity of {days} days: expected 1-{tools.MAX_DAYS}"
+            )
         self.ca_key = ca_key
         self.ca_cert = ca_cert
         self.days = days

@@ -24,6 +24,9 @@ from fleetgate.store.projects import require_project
 
 DEFAULT_KIND = "offline"
 DEFAULT_MAX_ROTATIONS_PER_HOUR = 10
+# One a second. The bound also keeps the value inside the INTEGER column
+# on every backend (32 bits on PostgreSQL).
+MAX_ROTATIONS_PER_HOUR = 3600
 # Width of the error column, in characters; longer messages are cut.
 MAX_ERROR_LENGTH = 1024
 
@@ -102,10 +105,12 @@ def set_provider_config(
     ``max_rotations_per_hour`` None keeps the current limit. With
     ``actor`` the change is audited as ``provider.set``.
     """
-    if max_rotations_per_hour is not None and max_rotations_per_hour < 1:
+    if max_rotations_per_hour is not None and not (
+        1 <= max_rotations_per_hour <= MAX_ROTATIONS_PER_HOUR
+    ):
         raise InvalidInput(
-            f"cannot set rotation limit {max_rotations_per_hour}: "
-            "it must be at least 1 per hour"
+            f"cannot set rotation limit {max_rotations_per_hour}: expected "
+            f"1-{MAX_ROTATIONS_PER_HOUR} per hour"
         )
     try:
         with db.session() as session:
