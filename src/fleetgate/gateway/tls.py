@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
 from cryptography.hazmat.bindings.openssl.binding import Binding
 from OpenSSL import SSL, crypto
 
@@ -77,9 +76,10 @@ _ALERT_ERRORS: dict[Reason, int] = {
 # makes OpenSSL send an internal_error alert, not a certificate alert.
 X509_V_ERR_UNSPECIFIED = 1
 
-# Decides on a peer chain (leaf first) and returns the identity to attach
-# to the session, or raises DeviceRejected.
-Authenticator = Callable[[object, x509.Certificate, Sequence[x509.Certificate]], object]
+# Decides on a peer chain of OpenSSL's parsed certificates (leaf first)
+# and returns the identity to attach to the session, or raises
+# DeviceRejected.
+Authenticator = Callable[[object, Sequence[crypto.X509]], object]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,12 +171,12 @@ def _verify(store_ctx: Any, authenticate: Authenticator) -> int:
 
 
 def _decide(
-    session: object, chain: list[x509.Certificate], authenticate: Authenticator
+    session: object, chain: list[crypto.X509], authenticate: Authenticator
 ) -> _Verdict:
     if not chain:
         return _Verdict(None, _lib.X509_V_ERR_CERT_REJECTED)
     try:
-        identity = authenticate(session, chain[0], chain[1:])
+        identity = authenticate(session, chain)
     except DeviceRejected as exc:
         code = _ALERT_ERRORS.get(exc.reason, _lib.X509_V_ERR_CERT_REJECTED)
         return _Verdict(None, code)
@@ -187,18 +187,16 @@ def _decide(
     return _Verdict(identity, 0)
 
 
-def _built_chain(store_ctx: Any) -> list[x509.Certificate]:
+def _built_chain(store_ctx: Any) -> list[crypto.X509]:
     stack = _lib.X509_STORE_CTX_get1_chain(store_ctx)
     if stack == _ffi.NULL:
         return []
     try:
-        chain = []
-        for index in range(_lib.sk_X509_num(stack)):
-            # get1_chain took a reference on each certificate; the wrapper
-            # releases it when collected.
-            raw = _lib.sk_X509_value(stack, index)
-            wrapped = crypto.X509._from_raw_x509_ptr(raw)
-            chain.append(wrapped.to_cryptography())
-        return chain
+        # get1_chain took a reference on each certificate; the wrapper
+        # releases it when collected.
+        return [
+            crypto.X509._from_raw_x509_ptr(_lib.sk_X509_value(stack, index))
+            for index in range(_lib.sk_X509_num(stack))
+        ]
     finally:
         _lib.sk_X509_free(stack)

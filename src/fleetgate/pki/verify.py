@@ -168,6 +168,28 @@ class ChainVerifier:
         now: dt.datetime | None = None,
     ) -> VerifiedDevice:
         """Return the verified identity of ``leaf``, or raise ChainRejected."""
+        return self._verify_chain(leaf, untrusted, None, now)
+
+    def verify_openssl(
+        self, chain: Sequence[crypto.X509], *, now: dt.datetime | None = None
+    ) -> VerifiedDevice:
+        """Verify a chain of pyOpenSSL certificates, leaf first, as verify() does.
+
+        The handshake already holds OpenSSL's parsed certificates, so path
+        building reuses them instead of parsing each one a second time.
+        """
+        if not chain:
+            raise ValueError("cannot verify an empty chain: the leaf is required")
+        converted = [cert.to_cryptography() for cert in chain]
+        return self._verify_chain(converted[0], converted[1:], list(chain), now)
+
+    def _verify_chain(
+        self,
+        leaf: x509.Certificate,
+        untrusted: Sequence[x509.Certificate],
+        openssl_chain: list[crypto.X509] | None,
+        now: dt.datetime | None,
+    ) -> VerifiedDevice:
         leaf_fingerprint = fingerprint(leaf)
         subject = device_subject(leaf)
         try:
@@ -177,7 +199,9 @@ class ChainVerifier:
                     Reason.UNKNOWN_PROJECT,
                     f"project {subject.project_id!r} does not exist",
                 )
-            path = self._verify(leaf, untrusted, trust, subject, now or _utcnow())
+            path = self._verify(
+                leaf, untrusted, openssl_chain, trust, subject, now or _utcnow()
+            )
         except PolicyViolation as exc:
             raise ChainRejected(
                 f"cannot verify device certificate: {exc.detail}",
@@ -213,6 +237,7 @@ class ChainVerifier:
         self,
         leaf: x509.Certificate,
         untrusted: Sequence[x509.Certificate],
+        openssl_chain: list[crypto.X509] | None,
         trust: ProjectTrust,
         subject: DeviceSubject,
         now: dt.datetime,
@@ -235,10 +260,13 @@ class ChainVerifier:
             )
 
         sent = [(cert, cert.public_bytes(Encoding.DER)) for cert in untrusted]
-        openssl_leaf = crypto.X509.from_cryptography(leaf)
-        openssl_untrusted = [
-            crypto.load_certificate(crypto.FILETYPE_ASN1, der) for _, der in sent
-        ]
+        if openssl_chain is None:
+            openssl_leaf = crypto.X509.from_cryptography(leaf)
+            openssl_untrusted = [
+                crypto.load_certificate(crypto.FILETYPE_ASN1, der) for _, der in sent
+            ]
+        else:
+            openssl_leaf, *openssl_untrusted = openssl_chain
         candidates = _Candidates(leaf, sent)
         first_violation: PolicyViolation | None = None
         for attempt, subset in enumerate(_anchor_subsets(anchors)):
