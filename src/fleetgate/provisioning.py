@@ -16,6 +16,15 @@ unique (project, certificate ID) and (project, name), so of two first
 connections with one certificate ID only one INSERT succeeds. The loser
 gets an integrity error, rolls back and runs the rule again, and then
 finds the winner's device in step 1.
+
+What is written when: creating or adopting a device, and a connection
+with another certificate fingerprint or expiry than the stored ones,
+write the device row at once. A known device reconnecting with the same
+certificate costs one read, and its ``last_seen_at`` is written only
+when the stored value is ``LAST_SEEN_RESOLUTION`` (60 s) or more older
+than the connection. So the stored ``last_seen_at`` lags the latest
+connection by less than that, and nothing lives only in memory: a
+restart loses no association and no fingerprint.
 """
 
 from __future__ import annotations
@@ -43,6 +52,10 @@ MAX_ATTEMPTS = 8
 
 # Hex digits appended to a name that another device already has.
 SUFFIX_HEX_DIGITS = 6
+
+# Connections of a known device closer together than this share one
+# last-seen write, so a reconnect storm reads the store without writing.
+LAST_SEEN_RESOLUTION = dt.timedelta(seconds=60)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +89,17 @@ def associate(
     seen_at = now or dt.datetime.now(dt.UTC)
     if not_after.tzinfo is None or seen_at.tzinfo is None:
         raise ValueError("cannot associate device: datetimes must be aware (UTC)")
+
+    current = associate_known(
+        db,
+        project_id=project_id,
+        certificate_id=certificate_id,
+        fingerprint=fingerprint,
+        not_after=not_after,
+        now=seen_at,
+    )
+    if current is not None:
+        return current
 
     last_error: IntegrityError | None = None
     for attempt in range(MAX_ATTEMPTS):
@@ -117,6 +141,35 @@ def associate(
         f"cannot associate certificate ID {certificate_id!r} in project "
         f"{project_id!r}: {MAX_ATTEMPTS} attempts conflicted with other writers"
     ) from last_error
+
+
+def associate_known(
+    db: Database,
+    *,
+    project_id: str,
+    certificate_id: str,
+    fingerprint: str,
+    not_after: dt.datetime,
+    now: dt.datetime,
+) -> AssociatedDevice | None:
+    """Return the device of a known certificate when no write is due, else None.
+
+    Only reads the store. Raises DeviceRejected when that device is
+    disabled. None means :func:`associate` must run to write the change.
+    """
+    known = _known_device(db, project_id, certificate_id)
+    if known is None or not _is_current(known, fingerprint, not_after, now):
+        return None
+    if not known.enabled:
+        raise _disabled(known.id, project_id, certificate_id, fingerprint)
+    return AssociatedDevice(
+        device_id=known.id,
+        name=known.name,
+        project_id=project_id,
+        certificate_id=certificate_id,
+        created=False,
+        adopted=False,
+    )
 
 
 def _associate_once(
@@ -171,13 +224,7 @@ def _associate_once(
         created = True
 
     if not device.enabled:
-        raise DeviceRejected(
-            f"cannot associate device {device.id}: it is disabled",
-            reason=Reason.DEVICE_DISABLED,
-            project_id=project_id,
-            certificate_id=certificate_id,
-            fingerprint=fingerprint,
-        )
+        raise _disabled(device.id, project_id, certificate_id, fingerprint)
     if adopted:
         device.certificate_id = certificate_id
     device.last_seen_at = seen_at
@@ -194,6 +241,61 @@ def _associate_once(
         certificate_id=certificate_id,
         created=created,
         adopted=adopted,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _KnownDevice:
+    id: str
+    name: str
+    enabled: bool
+    last_seen_at: dt.datetime | None
+    fingerprint: str | None
+    not_after: dt.datetime | None
+
+
+def _known_device(
+    db: Database, project_id: str, certificate_id: str
+) -> _KnownDevice | None:
+    """Read the device holding ``certificate_id`` without taking a write lock."""
+    query = select(
+        Device.id,
+        Device.name,
+        Device.enabled,
+        Device.last_seen_at,
+        Device.last_certificate_fingerprint,
+        Device.last_certificate_not_after,
+    ).where(Device.project_id == project_id, Device.certificate_id == certificate_id)
+    with db.session(read_only=True) as session:
+        row = session.execute(query).one_or_none()
+    if row is None:
+        return None
+    return _KnownDevice(*row)
+
+
+def _is_current(
+    known: _KnownDevice,
+    fingerprint: str,
+    not_after: dt.datetime,
+    seen_at: dt.datetime,
+) -> bool:
+    """Tell whether the stored row already records this connection closely enough."""
+    if known.fingerprint != fingerprint or known.not_after != not_after:
+        return False
+    if known.last_seen_at is None:
+        return False
+    return seen_at - known.last_seen_at < LAST_SEEN_RESOLUTION
+
+
+def _disabled(
+    device_id: str, project_id: str, certificate_id: str, fingerprint: str
+) -> DeviceRejected:
+    return DeviceRejected(
+        f"cannot associate device {device_id}: it is disabled",
+        reason=Reason.DEVICE_DISABLED,
+        project_id=project_id,
+        certificate_id=certificate_id,
+        fingerprint=fingerprint,
     )
 
 

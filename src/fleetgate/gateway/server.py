@@ -13,13 +13,13 @@ key material never reach the log.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import enum
 import logging
 import socket
 from collections.abc import Callable, Sequence
 
-from cryptography import x509
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 
 from fleetgate import provisioning
 from fleetgate.config import GatewaySettings
@@ -30,6 +30,7 @@ from fleetgate.errors import (
     NotFound,
     Reason,
 )
+from fleetgate.gateway import reads
 from fleetgate.gateway.coap import CoapEndpoint
 from fleetgate.gateway.dtls import DtlsListener, DtlsSession
 from fleetgate.gateway.resources import ConnectedDevice, Router
@@ -144,11 +145,10 @@ class Gateway:
     def _authenticate(
         self,
         session: object,
-        leaf: x509.Certificate,
-        untrusted: Sequence[x509.Certificate],
+        chain: Sequence[crypto.X509],
     ) -> VerifiedDevice:
         try:
-            return self.verifier.verify(leaf, untrusted)
+            return self.verifier.verify_openssl(chain)
         except ChainRejected as exc:
             peer = getattr(session, "address", ("-", 0))
             log.warning(
@@ -164,14 +164,27 @@ class Gateway:
     async def _associate(self, identity: object) -> ConnectedDevice:
         if not isinstance(identity, VerifiedDevice):
             raise InvalidInput("cannot associate: the session has no verified identity")
-        device = await asyncio.to_thread(
-            provisioning.associate,
+        # A known device with nothing to record costs one read. Creating,
+        # adopting or recording a change writes, so it runs in a thread.
+        device = await reads.read(
+            self.db,
+            provisioning.associate_known,
             self.db,
             project_id=identity.project_id,
             certificate_id=identity.certificate_id,
             fingerprint=identity.fingerprint,
             not_after=identity.not_after,
+            now=_utcnow(),
         )
+        if device is None:
+            device = await asyncio.to_thread(
+                provisioning.associate,
+                self.db,
+                project_id=identity.project_id,
+                certificate_id=identity.certificate_id,
+                fingerprint=identity.fingerprint,
+                not_after=identity.not_after,
+            )
         log.debug(
             "device connected project=%s cert_id=%s device=%s",
             identity.project_id,
@@ -201,8 +214,12 @@ async def _check_still_enabled(
             fingerprint=identity.fingerprint,
         )
     try:
-        record = await asyncio.to_thread(
-            devices.get_device, gateway.db, identity.project_id, device.device_id
+        record = await reads.read(
+            gateway.db,
+            devices.get_device,
+            gateway.db,
+            identity.project_id,
+            device.device_id,
         )
     except NotFound as exc:
         raise DeviceRejected(
@@ -220,6 +237,10 @@ async def _check_still_enabled(
             certificate_id=identity.certificate_id,
             fingerprint=identity.fingerprint,
         )
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def _session(connection: SSL.Connection) -> DtlsSession:
