@@ -17,8 +17,9 @@ each path step and each object or array of the value, so ``{"a": [1]}``
 at ``("x",)`` takes three levels. Its path may have at most
 ``MAX_PATH_LENGTH`` (512) characters, slashes included. A write over
 either limit raises InvalidInput (CoAP 4.00, HTTP 400) and stores
-nothing. Reads and deletions copy documents without recursion, so a
-deeper document stored before these limits existed stays readable.
+nothing. Reads return the freshly decoded document without a copy, and
+deletions copy it without recursion, so a deeper document stored before
+these limits existed stays readable.
 """
 
 from __future__ import annotations
@@ -54,10 +55,21 @@ def get_state(
     With ``project_id`` a device of another project is NotFound too.
     """
     steps = _validate_path(path)
+    # One Core query instead of two ORM loads: the row tells both whether
+    # the device exists and, through the outer join, its document.
+    query = (
+        select(DeviceState.document)
+        .select_from(Device)
+        .outerjoin(DeviceState, DeviceState.device_id == Device.id)
+        .where(Device.id == device_id)
+    )
+    if project_id is not None:
+        query = query.where(Device.project_id == project_id)
     with db.session(read_only=True) as session:
-        _require_device(session, device_id, project_id, for_update=False)
-        state = session.get(DeviceState, device_id)
-        document = {} if state is None else state.document
+        row = session.execute(query).one_or_none()
+    if row is None:
+        raise NotFound(f"cannot find device {device_id!r}{_scope(project_id)}")
+    document = {} if row.document is None else row.document
 
     node: Any = document
     for depth, key in enumerate(steps):
@@ -67,7 +79,9 @@ def get_state(
                 f"of device {device_id!r}"
             )
         node = node[key]
-    return _copy_json(node)
+    # The document was decoded from the row for this call alone, so the
+    # caller may keep or change it without a copy.
+    return node
 
 
 def set_state(
@@ -208,8 +222,11 @@ def _require_device(
     if for_update:
         query = query.with_for_update()
     if session.scalar(query) is None:
-        scope = "" if project_id is None else f" in project {project_id!r}"
-        raise NotFound(f"cannot find device {device_id!r}{scope}")
+        raise NotFound(f"cannot find device {device_id!r}{_scope(project_id)}")
+
+
+def _scope(project_id: str | None) -> str:
+    return "" if project_id is None else f" in project {project_id!r}"
 
 
 def _validate_path(path: Sequence[str]) -> StatePath:

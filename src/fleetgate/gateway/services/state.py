@@ -18,6 +18,7 @@ import asyncio
 from aiocoap.numbers.codes import Code
 
 from fleetgate.errors import NotFound
+from fleetgate.gateway import reads
 from fleetgate.gateway.resources import (
     CoapRequest,
     CoapResponse,
@@ -46,8 +47,8 @@ class StateService:
 
         if request.method is Code.GET:
             try:
-                value = await asyncio.to_thread(
-                    state_store.get_state, self._db, device_id, path
+                value = await reads.read(
+                    self._db, state_store.get_state, self._db, device_id, path
                 )
             except NotFound:
                 if request.observe is None:
