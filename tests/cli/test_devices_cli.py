@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from fleetgate.cli import main
 from fleetgate.cli.devices import app
 from fleetgate.cli.projects import app as projects_app
 
@@ -113,3 +116,27 @@ def test_list_unknown_project_exits_1(invoke: Invoke) -> None:
     result = invoke(app, "list", "-p", "nobody")
     assert result.exit_code == 1
     assert result.stderr == "error: cannot find project 'nobody'\n"
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        pytest.param(["--port", "70000"], id="fail/port"),
+        pytest.param(["--timeout", "inf"], id="fail/timeout"),
+    ],
+)
+def test_rotate_rejects_option_out_of_range(tmp_path: Path, option: list[str]) -> None:
+    placeholder = tmp_path / "file.pem"
+    placeholder.write_text("")
+    files = ["--cert", "--key", "--server-ca"]
+    args = [item for name in files for item in (name, str(placeholder))]
+
+    result = CliRunner().invoke(
+        main.app,
+        ["device", "rotate", *args, "--host", "127.0.0.1"]
+        + ["--out-cert", str(tmp_path / "new.pem"), "--out-key", str(tmp_path / "k")]
+        + option,
+    )
+
+    assert result.exit_code == 2, result.output
+    assert option[0] in result.output

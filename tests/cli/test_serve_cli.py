@@ -59,6 +59,7 @@ def tcp_port() -> Iterator[int]:
         pytest.param(["--log-level", "bogus"], id="fail/log-level"),
         pytest.param(["--max-sessions", "0"], id="fail/max-sessions"),
         pytest.param(["--idle-timeout", "-5"], id="fail/idle-timeout"),
+        pytest.param(["--idle-timeout", "inf"], id="fail/idle-timeout-infinite"),
     ],
 )
 def test_option_out_of_range_is_usage_error(tmp_path: Path, args: list[str]) -> None:

@@ -61,12 +61,17 @@ def rotate(
     out_key: Annotated[
         Path, typer.Option(help="Where to write the new key (mode 0600).")
     ],
-    port: Annotated[int, typer.Option(help="UDP port of the gateway (coaps).")] = 5684,
+    port: Annotated[
+        int, typer.Option(min=1, max=65_535, help="UDP port of the gateway (coaps).")
+    ] = 5684,
     key_type: Annotated[
         KeyTypeChoice, typer.Option(help="Algorithm of the new key.")
     ] = KeyTypeChoice.EC_P256,
     timeout: Annotated[
-        float, typer.Option(min=1, help="Seconds to wait for the handshake and reply.")
+        float,
+        typer.Option(
+            min=1, max=3600, help="Seconds to wait for the handshake and reply."
+        ),
     ] = 30.0,
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite --out-cert and --out-key.")

@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("fleetgate.serve")
 
 MAX_PORT = 65_535
+# A day. The bound also keeps out "inf", which timedelta cannot hold.
+MAX_IDLE_TIMEOUT = 86_400
 
 
 class LogLevel(enum.StrEnum):
@@ -100,7 +102,11 @@ def serve(
     ] = None,
     idle_timeout: Annotated[
         float,
-        typer.Option(min=1, help="Seconds after which an idle DTLS session is closed."),
+        typer.Option(
+            min=1,
+            max=MAX_IDLE_TIMEOUT,
+            help="Seconds after which an idle DTLS session is closed.",
+        ),
     ] = 300.0,
     max_sessions: Annotated[
         int, typer.Option(min=1, help="Maximum number of concurrent DTLS sessions.")
