@@ -67,3 +67,22 @@ def test_unreachable_database_is_one_line() -> None:
     assert result.exit_code == 1
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith("error: cannot migrate the database")
+
+
+def test_damaged_database_file_is_named(tmp_path: Path) -> None:
+    data_dir = tmp_path / "corrupt"
+    data_dir.mkdir()
+    database_file = data_dir / "fleetgate.db"
+    database_file.write_bytes(bytes(range(256)) * 32)
+    env = {"FLEETGATE_DATA_DIR": None, "FLEETGATE_DATABASE_URL": None}
+
+    result = CliRunner().invoke(
+        app, ["list", "--data-dir", str(data_dir)], env=env, catch_exceptions=False
+    )
+
+    assert result.exit_code == 1
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(
+        f"error: cannot migrate the database: {database_file} is not a SQLite "
+        "database or is damaged"
+    )

@@ -153,6 +153,31 @@ def test_data_folder_that_is_a_file_is_store_unavailable(tmp_path: Path) -> None
         create_engine_for(f"sqlite:///{tmp_path / 'taken' / 'f.db'}")
 
 
+def test_file_that_is_not_sqlite_is_store_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "fleetgate.db"
+    path.write_bytes(bytes(range(256)) * 32)
+
+    with pytest.raises(StoreUnavailable) as caught:
+        Database.open(f"sqlite:///{path}")
+
+    assert f"{path} is not a SQLite database or is damaged" in caught.value.message
+    assert caught.value.__cause__ is not None
+
+
+def test_session_on_file_that_is_not_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "fleetgate.db"
+    path.write_bytes(bytes(range(256)) * 32)
+    db = Database.open(f"sqlite:///{path}", apply_migrations=False)
+    try:
+        with (
+            pytest.raises(StoreUnavailable, match="cannot access the database"),
+            db.session(read_only=True) as session,
+        ):
+            session.execute(text("SELECT 1"))
+    finally:
+        db.dispose()
+
+
 def test_sql_error_is_not_store_unavailable(database: Database) -> None:
     with pytest.raises(DBAPIError), database.session() as session:
         session.execute(text("SELECT * FROM no_such_table"))

@@ -82,6 +82,14 @@ _UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 # BUSY 5, LOCKED 6, READONLY 8, IOERR 10, CORRUPT 11, FULL 13,
 # CANTOPEN 14 and NOTADB 26.
 _SQLITE_UNAVAILABLE_CODES = frozenset({5, 6, 8, 10, 11, 13, 14, 26})
+# CORRUPT 11 and NOTADB 26: a damaged file, or one that is not a SQLite
+# database. SQLite raises them as plain DatabaseError, which would pass
+# through as a bug if it were not translated too.
+_SQLITE_DAMAGED_CODES = frozenset({11, 26})
+_TRANSLATED_ERRORS: tuple[type[Exception], ...] = (
+    *_UNAVAILABLE_ERRORS,
+    sa_exc.DatabaseError,
+)
 _SQLITE_BUSY = 5
 
 
@@ -190,7 +198,10 @@ def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
 
-    with _translate_unavailable("migrate the database"), engine.begin() as connection:
+    with (
+        _translate_unavailable("migrate the database", engine),
+        engine.begin() as connection,
+    ):
         if connection.dialect.name == "postgresql":
             # Held until this transaction ends. PostgreSQL runs DDL inside
             # the transaction, so a second process waits here and then
@@ -204,24 +215,36 @@ def migrate(engine: Engine) -> None:
 
 
 @contextlib.contextmanager
-def _translate_unavailable(action: str) -> Iterator[None]:
+def _translate_unavailable(action: str, engine: Engine) -> Iterator[None]:
     try:
         yield
-    except _UNAVAILABLE_ERRORS as exc:
+    except _TRANSLATED_ERRORS as exc:
         if not _means_unavailable(exc):
             raise
         # The driver's own message, without the SQL and parameters that
         # SQLAlchemy appends, which could contain device data.
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        if _sqlite_code(exc) in _SQLITE_DAMAGED_CODES:
+            raise StoreUnavailable(
+                f"cannot {action}: {engine.url.database} is not a SQLite "
+                f"database or is damaged ({detail}); restore it from a backup, "
+                "or pass --data-dir with the folder that contains your "
+                "fleetgate.db"
+            ) from exc
         raise StoreUnavailable(f"cannot {action}: {detail}") from exc
 
 
 def _means_unavailable(exc: Exception) -> bool:
-    original = getattr(exc, "orig", None)
-    code = getattr(original, "sqlite_errorcode", None)
-    if code is None:
-        return True
-    return code & 0xFF in _SQLITE_UNAVAILABLE_CODES
+    code = _sqlite_code(exc)
+    if not isinstance(exc, _UNAVAILABLE_ERRORS):
+        return code in _SQLITE_DAMAGED_CODES
+    return code is None or code in _SQLITE_UNAVAILABLE_CODES
+
+
+def _sqlite_code(exc: Exception) -> int | None:
+    """Return the primary SQLite result code of a driver error, if it has one."""
+    code = getattr(getattr(exc, "orig", None), "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
 
 
 class Database:
@@ -264,7 +287,7 @@ class Database:
         factory = self._readers if read_only else self._writers
         try:
             with (
-                _translate_unavailable("access the database"),
+                _translate_unavailable("access the database", self.engine),
                 factory() as session,
                 session.begin(),
             ):
