@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 import threading
 import time
@@ -176,6 +178,43 @@ def test_session_on_file_that_is_not_sqlite(tmp_path: Path) -> None:
             session.execute(text("SELECT 1"))
     finally:
         db.dispose()
+
+
+def test_new_sqlite_files_are_private(tmp_path: Path) -> None:
+    folder = tmp_path / "fleetgate-data"
+    path = folder / "fleetgate.db"
+    previous = os.umask(0o022)
+    try:
+        db = Database.open(f"sqlite:///{path}")
+        try:
+            # Keep a connection open, so the -wal and -shm files stay.
+            with db.engine.connect() as connection:
+                connection.execute(text("SELECT count(*) FROM projects"))
+                modes = {
+                    file.name: stat.S_IMODE(file.stat().st_mode)
+                    for file in folder.iterdir()
+                }
+        finally:
+            db.dispose()
+    finally:
+        os.umask(previous)
+
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert modes == {
+        "fleetgate.db": 0o600,
+        "fleetgate.db-wal": 0o600,
+        "fleetgate.db-shm": 0o600,
+    }
+
+
+def test_existing_sqlite_file_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "fleetgate.db"
+    path.touch(mode=0o640)
+    path.chmod(0o640)
+
+    Database.open(f"sqlite:///{path}").dispose()
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
 
 
 def test_sql_error_is_not_store_unavailable(database: Database) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -55,8 +56,8 @@ POSTGRES_POOL_SIZE = 10
 POSTGRES_MAX_OVERFLOW = 20
 
 # Highest page number that a paged listing accepts. With at most 1000
-# items a page, the SQL OFFSET stays far below the 64-bit integer that
-# SQLite and PostgreSQL take, which a larger page would overflow.
+# items a page, the SQL OFFSET stays far below the 64-bit limit of SQLite
+# and PostgreSQL, which an unbounded page number could exceed.
 MAX_PAGE = 1_000_000
 
 # Key of the PostgreSQL advisory lock held while migrations run, so two
@@ -142,13 +143,7 @@ def _normalize_url(url: str) -> URL:
 
 def _create_sqlite_engine(url: URL) -> Engine:
     if url.database and url.database != ":memory:":
-        folder = Path(url.database).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreUnavailable(
-                f"cannot create database folder {str(folder)!r}: {exc.strerror}"
-            ) from exc
+        _create_private_file(Path(url.database))
     engine = create_engine(url)
 
     @event.listens_for(engine, "connect")
@@ -173,6 +168,29 @@ def _create_sqlite_engine(url: URL) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the database file and its folder, readable by the owner only.
+
+    The file holds device data and hashed API keys. SQLite gives the -wal
+    and -shm files it creates the mode of the database file, so they are
+    private too. An existing folder or file keeps its mode.
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"cannot create database folder {str(path.parent)!r}: {exc.strerror}"
+        ) from exc
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"cannot create database file {str(path)!r}: {exc.strerror}"
+        ) from exc
 
 
 def _enable_wal(cursor: sqlite3.Cursor) -> None:
