@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from aiocoap.message import Message
@@ -165,12 +166,21 @@ def prepare(folder: Path, device_count: int) -> BenchPki:
     )
 
 
-def start_fleetgate(pki: BenchPki, log_path: Path) -> Server:
+def start_fleetgate(
+    data_dir: Path,
+    log_path: Path,
+    *,
+    database_url: str | None = None,
+    options: Sequence[str] = (),
+) -> Server:
     """Start ``fleetgate serve`` on loopback and wait for its ready line."""
     log_file = log_path.open("wb")
     command = [sys.executable, "-m", "fleetgate", "serve", "--data-dir"]
-    command += [str(pki.data_dir), "--host", "127.0.0.1", "--port", "0"]
+    command += [str(data_dir), "--host", "127.0.0.1", "--port", "0"]
     command += ["--no-api", "--log-level", "WARNING"]
+    if database_url is not None:
+        command += ["--database-url", database_url]
+    command += options
     process = subprocess.Popen(
         command,
         stdout=log_file,
@@ -480,7 +490,7 @@ def main() -> None:
         folder = Path(scratch)
         pki = prepare(folder, options.clients)
         servers = [
-            start_fleetgate(pki, folder / "fleetgate.log"),
+            start_fleetgate(pki.data_dir, folder / "fleetgate.log"),
             start_libcoap(pki, binary, folder / "libcoap.log"),
         ]
         spawn = multiprocessing.get_context("spawn")
