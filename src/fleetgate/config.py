@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 DEFAULT_DATA_DIR = Path("fleetgate-data")
+DATABASE_FILE = "fleetgate.db"
 DATA_DIR_ENV = "FLEETGATE_DATA_DIR"
 DATABASE_URL_ENV = "FLEETGATE_DATABASE_URL"
 
@@ -39,7 +40,12 @@ class Settings:
         """The SQLAlchemy URL, defaulting to SQLite inside the data directory."""
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{(self.data_dir / 'fleetgate.db').resolve()}"
+        return f"sqlite:///{self.default_database_file}"
+
+    @property
+    def default_database_file(self) -> Path:
+        """The SQLite file in the data directory, used without a database URL."""
+        return (self.data_dir / DATABASE_FILE).resolve()
 
     @property
     def server_pki_dir(self) -> Path:

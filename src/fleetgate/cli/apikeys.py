@@ -64,7 +64,7 @@ def create(
 ) -> None:
     """Create an API key and print it once."""
     scope = _scope(project_id, admin)
-    with exit_on_error(), opened_database(data_dir, database_url) as db:
+    with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
         issued = apikeys.create_api_key(db, scope, name=name, actor=CLI_ACTOR)
 
     reach = "every project" if scope is None else f"project {scope}"
@@ -123,7 +123,7 @@ def revoke(
 ) -> None:
     """Revoke an API key. Requests that send it fail with 401 from then on."""
     scope = _scope(project_id, admin)
-    with exit_on_error(), opened_database(data_dir, database_url) as db:
+    with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
         apikeys.revoke_api_key(db, scope, key_id, actor=CLI_ACTOR)
     print_message(f"Revoked API key {key_id}")
 

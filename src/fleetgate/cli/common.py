@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fleetgate.config import DATA_DIR_ENV, DATABASE_URL_ENV, Settings
-from fleetgate.errors import FleetgateError
+from fleetgate.errors import FleetgateError, NotFound
 from fleetgate.store.database import Database
 
 DataDirOption = Annotated[
@@ -84,10 +84,25 @@ def exit_on_error() -> Iterator[None]:
 
 @contextlib.contextmanager
 def opened_database(
-    data_dir: Path | None, database_url: str | None
+    data_dir: Path | None, database_url: str | None, *, create: bool = False
 ) -> Iterator[Database]:
-    """Open the configured database, apply migrations, and close it afterwards."""
+    """Open the configured database, apply migrations, and close it afterwards.
+
+    Without a database URL and unless ``create`` is set, a data folder
+    without ``fleetgate.db`` raises NotFound, so a mistyped ``--data-dir``
+    is reported instead of starting an empty database there. Commands that
+    change data pass ``create``, and ``fleetgate serve`` creates the folder
+    itself.
+    """
     settings = Settings.from_options(data_dir, database_url)
+    database_file = settings.default_database_file
+    if not create and settings.database_url is None and not database_file.exists():
+        raise NotFound(
+            f"cannot open the database: {database_file} does not exist; run "
+            "the command in the folder where fleetgate serve or fleetgate "
+            "project create made fleetgate-data, or pass --data-dir with "
+            "that folder"
+        )
     db = Database.open(settings.resolved_database_url)
     try:
         yield db

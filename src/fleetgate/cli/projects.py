@@ -47,7 +47,7 @@ def create(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Create a project."""
-    with exit_on_error(), opened_database(data_dir, database_url) as db:
+    with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
         project = projects.create_project(
             db, project_id, name=name, require_v3=require_v3, actor=CLI_ACTOR
         )
