@@ -9,14 +9,19 @@ import pytest
 from fleetgate.gateway import records
 
 
-def client_hello(cookie: bytes = b"", *, session_id: bytes = b"", epoch: int = 0) -> bytes:
+def client_hello(
+    cookie: bytes = b"", *, session_id: bytes = b"", epoch: int = 0
+) -> bytes:
     """Build a minimal unfragmented DTLS 1.2 ClientHello datagram."""
     body = (
         struct.pack("!H", records.DTLS_1_2)
         + bytes(32)
-        + bytes([len(session_id)]) + session_id
-        + bytes([len(cookie)]) + cookie
-        + struct.pack("!H", 2) + b"\xc0\xae"  # one cipher suite
+        + bytes([len(session_id)])
+        + session_id
+        + bytes([len(cookie)])
+        + cookie
+        + struct.pack("!H", 2)
+        + b"\xc0\xae"  # one cipher suite
         + b"\x01\x00"  # null compression
     )
     handshake = (
