@@ -42,11 +42,18 @@ def test_create_rejects_invalid_slug(database: Database, project_id: str) -> Non
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param("  ", id="fail/blank"), pytest.param("n" * 201, id="fail/long")],
+    [
+        pytest.param("  ", id="fail/blank"),
+        pytest.param("n" * 201, id="fail/long"),
+        pytest.param("x\x01y", id="fail/control-character"),
+        pytest.param("line\nbreak", id="fail/newline"),
+        pytest.param("\x1b[31mred", id="fail/escape-sequence"),
+    ],
 )
 def test_create_rejects_invalid_name(database: Database, name: str) -> None:
     with pytest.raises(InvalidInput):
         create_project(database, "acme", name=name)
+    assert list_projects(database) == []
 
 
 def test_create_duplicate_is_conflict(database: Database) -> None:

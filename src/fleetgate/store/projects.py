@@ -108,4 +108,10 @@ def _validate_name(name: str) -> str:
             f"cannot use project name of {len(name)} characters: "
             f"the maximum is {MAX_NAME_LENGTH}"
         )
+    # Tables and logs show the name, where a control character could
+    # move the cursor or end a line.
+    if not name.isprintable():
+        raise InvalidInput(
+            f"cannot use project name {name!r}: it contains control characters"
+        )
     return name
