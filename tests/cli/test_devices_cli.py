@@ -57,6 +57,19 @@ def test_list_pages(invoke: Invoke) -> None:
     assert "3-3 of 3" in listed.stdout
 
 
+def test_piped_list_keeps_long_values_whole(invoke: Invoke) -> None:
+    name = "n" * 200
+    certificate_id = "c" * 128
+    invoke(app, "create", "-p", "acme", name, "--certificate-id", certificate_id)
+
+    listed = invoke(app, "list", "-p", "acme")
+
+    assert listed.exit_code == 0, listed.output
+    assert certificate_id in listed.stdout
+    assert name in listed.stdout
+    assert "…" not in listed.stdout
+
+
 def test_list_rejects_page_beyond_max(invoke: Invoke) -> None:
     listed = invoke(app, "list", "-p", "acme", "--page", "9223372036854775807")
     assert listed.exit_code == 2

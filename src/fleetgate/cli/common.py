@@ -66,9 +66,12 @@ error_console = Console(stderr=True, highlight=False)
 # by eye. Commands that name one CA print the whole fingerprint.
 SHORT_FINGERPRINT = 16
 
-# Width of tables written to a pipe or file. Rich would otherwise use 80
-# columns there and cut the IDs that scripts need whole.
-PIPE_WIDTH = 200
+# Width of the console that renders tables for a pipe or a file. Rich
+# would otherwise use 80 columns there and cut long cells with "…". A
+# table without expand takes only the width its cells need, so this only
+# has to exceed the widest row: a 128-character certificate ID, a name of
+# 200 and a CA subject of 1024 characters fit many times over.
+PIPE_WIDTH = 100_000
 
 
 @contextlib.contextmanager
