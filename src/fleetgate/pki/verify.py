@@ -180,7 +180,16 @@ class ChainVerifier:
         """
         if not chain:
             raise ValueError("cannot verify an empty chain: the leaf is required")
-        converted = [cert.to_cryptography() for cert in chain]
+        try:
+            converted = [cert.to_cryptography() for cert in chain]
+        except (ValueError, x509.InvalidVersion) as exc:
+            # OpenSSL accepts some encodings that cryptography rejects,
+            # such as X.509 v2; a device sending one is refused like any
+            # other malformed certificate.
+            raise ChainRejected(
+                f"cannot verify chain: a certificate is malformed ({exc})",
+                reason=Reason.MALFORMED_CERTIFICATE,
+            ) from exc
         return self._verify_chain(converted[0], converted[1:], list(chain), now)
 
     def _verify_chain(
