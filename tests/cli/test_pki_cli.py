@@ -417,7 +417,7 @@ def test_device_issuer_not_a_ca(root_files: tuple[Path, Path], tmp_path: Path) -
     result = pki(*device_args(leaf_issuer, tmp_path / "out", "dev-2"))
 
     assert result.exit_code == 1
-    assert "CA certificates must be v3" in result.output
+    assert "'CN=dev-1,O=acme' is not a CA certificate" in result.output
 
 
 def test_device_refuses_partial_overwrite(

@@ -184,6 +184,46 @@ def test_ca_certificate_rejected(
     assert caught.value.message.startswith("cannot use CA certificate: ")
 
 
+def v1_leaf(pki: FixturePki) -> x509.Certificate:
+    # What the openssl recipe makes for a device.
+    return issue(pki.root, v1=True)
+
+
+def v3_leaf(pki: FixturePki) -> x509.Certificate:
+    return issue(pki.root, extensions=NOT_CA)
+
+
+def v3_leaf_without_constraints(pki: FixturePki) -> x509.Certificate:
+    return issue(pki.root)
+
+
+@pytest.mark.parametrize(
+    ("build", "shape"),
+    [
+        pytest.param(v1_leaf, "it is X.509 v1", id="fail/v1-leaf"),
+        pytest.param(v3_leaf, "basicConstraints say CA:FALSE", id="fail/v3-leaf"),
+        pytest.param(
+            v3_leaf_without_constraints,
+            "no basicConstraints extension",
+            id="fail/v3-leaf-without-constraints",
+        ),
+    ],
+)
+@pytest.mark.parametrize("cert_type", ["root", "intermediate"])
+def test_leaf_is_not_a_ca_certificate(
+    build: Build, shape: str, cert_type: CertType, pki: FixturePki
+) -> None:
+    with pytest.raises(InvalidCertificate) as caught:
+        check_ca_certificate(build(pki), cert_type=cert_type)
+
+    message = caught.value.message
+    assert caught.value.reason == Reason.NOT_A_CA
+    assert "'CN=dev-0001,O=acme-sensors' is not a CA certificate, because" in message
+    assert shape in message
+    assert f"{cert_type} certificate" not in message
+    assert "use the CA certificate that issued it" in message
+
+
 def test_ca_certificate_expiry_uses_now(pki: FixturePki) -> None:
     later = pki.root.cert.not_valid_after_utc + dt.timedelta(seconds=1)
 

@@ -556,6 +556,7 @@ def check_ca_certificate(
         )
     role = rules.Role(f"{cert_type} certificate", cert)
     try:
+        _check_is_ca(cert)
         _check_ca_rules(cert, role)
         rules.check_critical_extensions(cert, role)
         if cert_type == "root":
@@ -577,6 +578,42 @@ def check_ca_certificate(
         raise InvalidCertificate(
             f"cannot use CA certificate: {exc.detail}", reason=exc.reason
         ) from None
+
+
+def _check_is_ca(cert: x509.Certificate) -> None:
+    # The message names no type, because a device certificate is neither
+    # a root nor an intermediate, and the type may be a guess from the
+    # issuer.
+    role = rules.Role("certificate", cert)
+    self_signed = rules.is_self_signed(cert)
+    if cert.version != x509.Version.v3:
+        # A self-signed v1 certificate is an old-style root, which
+        # check_ca_shape rejects for its version.
+        if self_signed:
+            return
+        shape = f"it is X.509 {cert.version.name}, which has no basicConstraints"
+    else:
+        extensions = rules.read_extensions(cert, role)
+        try:
+            constraints = extensions.get_extension_for_class(x509.BasicConstraints)
+        except x509.ExtensionNotFound:
+            shape = "it has no basicConstraints extension"
+        else:
+            if constraints.value.ca:
+                return
+            shape = "its basicConstraints say CA:FALSE"
+    if self_signed:
+        advice = "make the root again with basicConstraints CA:TRUE"
+    else:
+        advice = (
+            "if it is a device certificate, use the CA certificate that "
+            "issued it instead"
+        )
+    # RFC 5280, section 4.2.1.9: only cA TRUE lets a key sign certificates.
+    raise PolicyViolation(
+        Reason.NOT_A_CA,
+        f"{role} is not a CA certificate, because {shape}; {advice}",
+    )
 
 
 def _check_root(cert: x509.Certificate, role: rules.Role) -> None:
