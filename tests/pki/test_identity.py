@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -190,10 +191,10 @@ def test_load_der(pki: FixturePki) -> None:
     [
         pytest.param(b"", "input is empty", id="fail/empty"),
         pytest.param(b"  \n", "input is empty", id="fail/whitespace"),
-        pytest.param(b"hello world", "neither PEM nor valid DER", id="fail/garbage"),
+        pytest.param(b"hello world", "not a PEM or DER certificate", id="fail/garbage"),
         pytest.param(
             b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
-            "invalid PEM",
+            "does not contain a valid certificate",
             id="fail/bad-base64",
         ),
     ],
@@ -206,10 +207,32 @@ def test_load_rejects_invalid_input(payload: bytes, expected: str) -> None:
     assert caught.value.reason == Reason.MALFORMED_CERTIFICATE
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b"\x02\x01\x05", id="fail/der-integer"),
+        pytest.param(
+            b"-----BEGIN CERTIFICATE-----\nAgEF\n-----END CERTIFICATE-----\n",
+            id="fail/pem-integer",
+        ),
+    ],
+)
+def test_parser_detail_is_logged_not_shown(
+    payload: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="fleetgate.pki.identity")
+
+    with pytest.raises(InvalidCertificate) as caught:
+        load_certificates(payload)
+
+    assert "ParseError" not in caught.value.message
+    assert "ParseError" in caplog.text
+
+
 def test_load_rejects_truncated_der(pki: FixturePki) -> None:
     der = pki.root.cert.public_bytes(Encoding.DER)
 
-    with pytest.raises(InvalidCertificate, match="neither PEM nor valid DER"):
+    with pytest.raises(InvalidCertificate, match="not a PEM or DER certificate"):
         load_certificates(der[:-10])
 
 
@@ -246,7 +269,7 @@ def test_load_rejects_der_with_trailing_bytes(pki: FixturePki) -> None:
 def test_load_rejects_truncated_pem(pki: FixturePki) -> None:
     pem = pki.root.cert.public_bytes(Encoding.PEM)
 
-    with pytest.raises(InvalidCertificate, match="invalid PEM"):
+    with pytest.raises(InvalidCertificate, match="does not contain a valid"):
         load_certificates(pem[: len(pem) // 2])
 
 

@@ -19,6 +19,7 @@ certificate contains is the issuing provider's decision.
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -31,6 +32,8 @@ from fleetgate.errors import (
     Reason,
 )
 from fleetgate.pki import rules
+
+log = logging.getLogger(__name__)
 
 # A PKCS#10 request with an RSA-4096 key and a long subject stays well
 # under this. Larger bodies are rejected before parsing.
@@ -64,7 +67,10 @@ def load_device_csr(
     try:
         csr = x509.load_der_x509_csr(der)
     except ValueError as exc:
-        raise InvalidCsr(f"cannot read CSR: not a DER PKCS#10 request ({exc})") from exc
+        # cryptography's message is its ASN.1 parser's internal error,
+        # which a device author cannot act on.
+        log.debug("CSR parse failed: %s", exc)
+        raise InvalidCsr("cannot read CSR: not a DER PKCS#10 request") from exc
 
     try:
         signature_valid = csr.is_signature_valid

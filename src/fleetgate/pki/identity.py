@@ -11,6 +11,7 @@ is checked.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from fleetgate.errors import ChainRejected, InvalidCertificate, InvalidInput, Reason
+
+log = logging.getLogger(__name__)
 
 # A project ID is a slug, so it is safe in URLs, logs and file names.
 _PROJECT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -142,8 +145,9 @@ def device_subject(cert: x509.Certificate) -> DeviceSubject:
         # cryptography parses the subject only when it is first read.
         name = cert.subject
     except ValueError as exc:
+        log.debug("certificate subject parse failed: %s", exc)
         raise ChainRejected(
-            f"cannot identify device: the subject is malformed ({exc})",
+            "cannot identify device: the subject is malformed",
             reason=Reason.MALFORMED_CERTIFICATE,
             fingerprint=fingerprint(cert),
         ) from exc
@@ -184,8 +188,12 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
     # InvalidVersion, raised for a version other than v1 or v3 (such as
     # v2), is not a ValueError.
     except (ValueError, x509.InvalidVersion) as exc:
+        # cryptography's message is its ASN.1 parser's internal error,
+        # such as "ParseError { kind: UnexpectedTag ... }".
+        log.debug("PEM certificate parse failed: %s", exc)
         raise InvalidCertificate(
-            f"cannot load certificates: invalid PEM ({exc})"
+            "cannot load certificates: a PEM CERTIFICATE block does not "
+            "contain a valid certificate; check that the file is complete"
         ) from exc
     if len(certificates) != blocks:
         raise InvalidCertificate(
@@ -199,6 +207,7 @@ def _load_der(data: bytes) -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(data)
     except (ValueError, x509.InvalidVersion) as exc:
+        log.debug("DER certificate parse failed: %s", exc)
         raise InvalidCertificate(
-            f"cannot load certificate: neither PEM nor valid DER ({exc})"
+            "cannot load certificate: the input is not a PEM or DER certificate"
         ) from exc

@@ -90,8 +90,10 @@ def parse_crl(encoded: bytes) -> x509.CertificateRevocationList:
             return x509.load_pem_x509_crl(encoded)
         return x509.load_der_x509_crl(encoded)
     except ValueError as exc:
+        # cryptography's message is its ASN.1 parser's internal error.
+        log.debug("CRL parse failed: %s", exc)
         raise InvalidInput(
-            f"cannot load CRL: invalid PEM or DER ({exc})",
+            "cannot load CRL: the input is not a PEM or DER CRL",
             reason=Reason.MALFORMED_CRL,
         ) from exc
 
