@@ -96,6 +96,7 @@ def test_certificate_content_fields(acme: TestClient, root: SigningCa) -> None:
         pytest.param("expired", 400, "ca_expired", id="fail/expired"),
         pytest.param("bad-type", 422, "invalid_request", id="fail/cert-type"),
         pytest.param("no-file", 422, "invalid_request", id="fail/missing-file"),
+        pytest.param("too-large", 413, "payload_too_large", id="fail/too-large"),
     ],
 )
 def test_upload_rejections(
@@ -120,6 +121,7 @@ def test_upload_rejections(
         "expired": {"certFile": b64(make_expired_root().pem)},
         "bad-type": {"certFile": b64(root.pem), "certType": "leaf"},
         "no-file": {"certType": "root"},
+        "too-large": {"certFile": b64(root.pem + b" " * (64 * 1024))},
     }
     response = acme.post(CERTS, json=bodies[case])
     assert response.status_code == status, response.text

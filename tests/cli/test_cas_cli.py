@@ -87,6 +87,18 @@ def test_upload_garbage_exits_1(invoke: Invoke, tmp_path: Path) -> None:
     assert result.stderr.startswith("error: cannot load certificate")
 
 
+def test_upload_of_huge_file_is_rejected(invoke: Invoke, tmp_path: Path) -> None:
+    huge = tmp_path / "huge.pem"
+    huge.write_bytes(b"A" * (200 * 1024))
+
+    result = invoke(app, "upload", "-p", "acme", str(huge))
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"error: cannot read CA certificate '{huge}': it is larger than 65536 bytes"
+    )
+
+
 def test_upload_missing_file_is_usage_error(invoke: Invoke, tmp_path: Path) -> None:
     result = invoke(app, "upload", "-p", "acme", str(tmp_path / "absent.pem"))
     assert result.exit_code == 2

@@ -7,8 +7,15 @@ import datetime as dt
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-from fleetgate.errors import Conflict, InvalidCertificate, InvalidInput, NotFound
+from fleetgate.errors import (
+    Conflict,
+    InvalidCertificate,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+)
 from fleetgate.store.certificates import (
+    MAX_FILE_BYTES,
     add_ca_certificate,
     delete_ca_certificate,
     get_ca_certificate,
@@ -85,6 +92,21 @@ def test_add_expired_ca_is_rejected(db: Database, root: SigningCa) -> None:
 def test_add_garbage_is_invalid_certificate(db: Database, encoded: bytes) -> None:
     with pytest.raises(InvalidCertificate):
         add_ca_certificate(db, "acme", encoded)
+
+
+def test_add_over_size_limit_is_rejected_before_parsing(db: Database) -> None:
+    garbage = b"x" * (MAX_FILE_BYTES + 1)
+
+    with pytest.raises(PayloadTooLarge, match=f"the maximum is {MAX_FILE_BYTES}"):
+        add_ca_certificate(db, "acme", garbage)
+
+
+def test_add_at_size_limit_is_parsed(db: Database, root: SigningCa) -> None:
+    padded = root.pem + b"\n" * (MAX_FILE_BYTES - len(root.pem))
+
+    record = add_ca_certificate(db, "acme", padded)
+
+    assert record.fingerprint == root.certificate.fingerprint(hashes.SHA256()).hex()
 
 
 def test_add_bundle_is_rejected(db: Database, root: SigningCa) -> None:

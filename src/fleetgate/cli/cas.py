@@ -25,7 +25,7 @@ from fleetgate.cli.common import (
     print_table,
     short_fingerprint,
 )
-from fleetgate.errors import InvalidInput
+from fleetgate.errors import InvalidInput, PayloadTooLarge
 from fleetgate.store import certificates, revocation
 from fleetgate.store.audit import CLI_ACTOR
 
@@ -69,12 +69,7 @@ def upload(
 ) -> None:
     """Register a CA certificate in a project."""
     with exit_on_error():
-        try:
-            encoded = file.read_bytes()
-        except OSError as exc:
-            raise InvalidInput(
-                f"cannot read CA certificate {str(file)!r}: {exc.strerror}"
-            ) from exc
+        encoded = _read_certificate_file(file)
         with opened_database(data_dir, database_url, create=True) as db:
             record = certificates.add_ca_certificate(
                 db,
@@ -87,6 +82,26 @@ def upload(
         f"Added {record.cert_type} CA certificate {record.id} to project "
         f"{record.project_id}: {record.subject}, fingerprint {record.fingerprint}"
     )
+
+
+def _read_certificate_file(file: Path) -> bytes:
+    limit = certificates.MAX_FILE_BYTES
+    # Reads one byte past the limit rather than the whole file, so a huge
+    # file or a device such as /dev/zero costs no more than that.
+    try:
+        with file.open("rb") as stream:
+            encoded = stream.read(limit + 1)
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot read CA certificate {str(file)!r}: {exc.strerror}"
+        ) from exc
+    if len(encoded) > limit:
+        raise PayloadTooLarge(
+            f"cannot read CA certificate {str(file)!r}: it is larger than "
+            f"{limit} bytes, so it is not one certificate; upload one PEM or "
+            "DER certificate"
+        )
+    return encoded
 
 
 @app.command("list")

@@ -24,6 +24,7 @@ from fleetgate.errors import (
     InvalidCertificate,
     InvalidInput,
     NotFound,
+    PayloadTooLarge,
     Reason,
 )
 from fleetgate.pki.identity import fingerprint, load_certificates
@@ -44,6 +45,9 @@ CERT_TYPES: tuple[CertType, ...] = get_args(CertType)
 
 # Width of the subject and issuer columns, in characters.
 MAX_NAME_LENGTH = 1024
+# Largest PEM or DER input accepted for one CA certificate, checked before
+# parsing. Certificates with RSA-4096 keys and long names take a few KiB.
+MAX_FILE_BYTES = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +111,14 @@ def add_ca_certificate(
     other an intermediate. Raises InvalidCertificate when the file does
     not hold exactly one usable CA certificate, NotFound for an unknown
     project and Conflict when the project already has this certificate.
-    With ``actor`` the registration is audited.
+    With ``actor`` the registration is audited. Input over
+    ``MAX_FILE_BYTES`` raises PayloadTooLarge.
     """
+    if len(encoded) > MAX_FILE_BYTES:
+        raise PayloadTooLarge(
+            f"cannot add CA certificate: the file has {len(encoded)} bytes and "
+            f"the maximum is {MAX_FILE_BYTES}; upload one PEM or DER certificate"
+        )
     certificates = load_certificates(encoded)
     if len(certificates) != 1:
         raise InvalidCertificate(
