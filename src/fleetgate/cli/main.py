@@ -21,6 +21,9 @@ app = typer.Typer(
     help="Certificate identity for IoT fleets over CoAP/DTLS.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Click's plain help. Typer 0.29's Rich help prints "<bool>" after
+    # every flag, such as --require-v3, as if it took a value.
+    rich_markup_mode=None,
 )
 app.add_typer(projects.app, name="project")
 app.add_typer(cas.app, name="ca")
