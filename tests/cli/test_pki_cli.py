@@ -278,6 +278,19 @@ def test_device_v1_by_default(root_files: tuple[Path, Path], tmp_path: Path) -> 
     assert cert.subject.rfc4514_string() == "CN=AA:BB:CC:00:11:22,O=acme"
 
 
+def test_device_takes_short_project_option(
+    root_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    args = device_args(root_files, tmp_path)
+    args[1] = "-p"
+
+    result = pki(*args)
+
+    assert result.exit_code == 0, result.output
+    subject = read_cert(tmp_path / "dev-1.crt.pem").subject
+    assert subject.rfc4514_string() == "CN=dev-1,O=acme"
+
+
 def test_device_v3_flag(root_files: tuple[Path, Path], tmp_path: Path) -> None:
     result = pki(*device_args(root_files, tmp_path), "--v3", "--days", "7")
 

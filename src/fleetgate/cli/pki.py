@@ -237,7 +237,9 @@ def intermediate(
 
 @app.command()
 def device(
-    project: Annotated[str, typer.Option(help="Project ID, written to subject O.")],
+    project: Annotated[
+        str, typer.Option("--project", "-p", help="Project ID, written to subject O.")
+    ],
     certificate_id: Annotated[
         str, typer.Option(help="Certificate ID, written to subject CN.")
     ],
