@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from fleetgate.cli import main
 from fleetgate.cli.devices import app
 from fleetgate.cli.projects import app as projects_app
+from fleetgate.store.database import Database
+from fleetgate.store.devices import get_device
 
 from .conftest import Invoke
 
@@ -115,13 +117,43 @@ def test_disable_and_enable(invoke: Invoke) -> None:
     assert enabled.stdout.strip() == f"Enabled device {device_id}"
 
 
+def test_disable_and_enable_by_name(invoke: Invoke) -> None:
+    device_id = created_id(invoke(app, "create", "-p", "acme", "pump-1").stdout)
+
+    disabled = invoke(app, "disable", "-p", "acme", "pump-1")
+    listed = invoke(app, "list", "-p", "acme")
+    enabled = invoke(app, "enable", "-p", "acme", "pump-1")
+
+    assert disabled.stdout.strip() == f"Disabled device {device_id}"
+    assert re.search(r"\bno\b", listed.stdout)
+    assert enabled.stdout.strip() == f"Enabled device {device_id}"
+
+
+def test_id_wins_over_name_of_another_device(invoke: Invoke, database_url: str) -> None:
+    first_id = created_id(invoke(app, "create", "-p", "acme", "pump-1").stdout)
+    # A second device whose name is the first device's ID.
+    second = invoke(app, "create", "-p", "acme", first_id)
+    second_id = created_id(second.stdout)
+
+    disabled = invoke(app, "disable", "-p", "acme", first_id)
+
+    assert disabled.stdout.strip() == f"Disabled device {first_id}"
+    db = Database.open(database_url)
+    try:
+        assert not get_device(db, "acme", first_id).enabled
+        assert get_device(db, "acme", second_id).enabled
+    finally:
+        db.dispose()
+
+
 def test_device_of_other_project_exits_1(invoke: Invoke) -> None:
     invoke(projects_app, "create", "other")
     device_id = created_id(invoke(app, "create", "-p", "acme", "pump-1").stdout)
     result = invoke(app, "disable", "-p", "other", device_id)
     assert result.exit_code == 1
     assert result.stderr == (
-        f"error: cannot find device '{device_id}' in project 'other'\n"
+        f"error: cannot find device '{device_id}' in project 'other': "
+        "no device has this ID or name\n"
     )
 
 

@@ -9,6 +9,7 @@ from fleetgate.store.database import MAX_PAGE, Database
 from fleetgate.store.devices import (
     create_device,
     delete_device,
+    find_device,
     get_device,
     list_devices,
     set_certificate_id,
@@ -270,3 +271,25 @@ def test_invalid_metadata_is_rejected(db: Database, metadata: object) -> None:
     device = create_device(db, "acme", "a")
     with pytest.raises(InvalidInput):
         update_device(db, "acme", device.id, metadata=metadata)  # type: ignore[arg-type]
+
+
+def test_find_device_by_id_or_name(db: Database) -> None:
+    created = create_device(db, "acme", "pump-1")
+
+    assert find_device(db, "acme", created.id) == created
+    assert find_device(db, "acme", "pump-1") == created
+
+
+def test_find_device_prefers_id(db: Database) -> None:
+    first = create_device(db, "acme", "pump-1")
+    named_like_first = create_device(db, "acme", first.id)
+
+    assert find_device(db, "acme", first.id) == first
+    assert named_like_first.name == first.id
+
+
+def test_find_device_missing_is_not_found(db: Database) -> None:
+    create_device(db, "other", "pump-1")
+
+    with pytest.raises(NotFound, match="no device has this ID or name"):
+        find_device(db, "acme", "pump-1")

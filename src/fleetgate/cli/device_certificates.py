@@ -6,9 +6,6 @@ the device's CSR on ``POST v1/csr``, newest first.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
 from rich.table import Column, Table
 
 from fleetgate.cli.common import (
@@ -21,19 +18,19 @@ from fleetgate.cli.common import (
     print_table,
     short_fingerprint,
 )
-from fleetgate.store import issued_certificates
+from fleetgate.cli.devices import DeviceArgument
+from fleetgate.store import devices, issued_certificates
 
 
 def certificates(
     project_id: ProjectOption,
-    device_id: Annotated[
-        str, typer.Argument(metavar="DEVICE_ID", help="ID of the device.")
-    ],
+    device: DeviceArgument,
     data_dir: DataDirOption = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """List the certificates issued to a device through rotation."""
     with exit_on_error(), opened_database(data_dir, database_url) as db:
+        device_id = devices.find_device(db, project_id, device).id
         issued = issued_certificates.list_issued_certificates(db, project_id, device_id)
 
     table = Table(

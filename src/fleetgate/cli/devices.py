@@ -29,8 +29,12 @@ from fleetgate.store.database import MAX_PAGE
 
 app = typer.Typer(help="List and manage devices.", no_args_is_help=True)
 
-DeviceIdArgument = Annotated[
-    str, typer.Argument(metavar="DEVICE_ID", help="ID of the device.")
+DeviceArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="DEVICE",
+        help="ID of the device, as device list shows it, or its name.",
+    ),
 ]
 
 
@@ -115,12 +119,13 @@ def create(
 @app.command("disable")
 def disable(
     project_id: ProjectOption,
-    device_id: DeviceIdArgument,
+    device: DeviceArgument,
     data_dir: DataDirOption = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Reject the device's future connections."""
     with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
+        device_id = devices.find_device(db, project_id, device).id
         devices.set_device_enabled(db, project_id, device_id, False, actor=CLI_ACTOR)
     print_message(f"Disabled device {device_id}")
 
@@ -128,11 +133,12 @@ def disable(
 @app.command("enable")
 def enable(
     project_id: ProjectOption,
-    device_id: DeviceIdArgument,
+    device: DeviceArgument,
     data_dir: DataDirOption = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Accept a disabled device's connections again."""
     with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
+        device_id = devices.find_device(db, project_id, device).id
         devices.set_device_enabled(db, project_id, device_id, True, actor=CLI_ACTOR)
     print_message(f"Enabled device {device_id}")

@@ -139,6 +139,29 @@ def get_device(db: Database, project_id: str, device_id: str) -> DeviceRecord:
         return DeviceRecord.from_row(require_device(session, project_id, device_id))
 
 
+def find_device(db: Database, project_id: str, id_or_name: str) -> DeviceRecord:
+    """Return the device with this ID, else the one with this name.
+
+    Names are unique in a project, so at most one device matches each way.
+    The ID is tried first, so a device named like another device's ID is
+    reached by its own ID. Raises NotFound when neither matches.
+    """
+    in_project = Device.project_id == project_id
+    with db.session(read_only=True) as session:
+        require_project(session, project_id)
+        row = session.scalar(select(Device).where(in_project, Device.id == id_or_name))
+        if row is None:
+            row = session.scalar(
+                select(Device).where(in_project, Device.name == id_or_name)
+            )
+        if row is None:
+            raise NotFound(
+                f"cannot find device {id_or_name!r} in project {project_id!r}: "
+                "no device has this ID or name"
+            )
+        return DeviceRecord.from_row(row)
+
+
 def list_devices(
     db: Database,
     project_id: str,
