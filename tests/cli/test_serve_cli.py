@@ -132,6 +132,36 @@ def test_uncreatable_data_dir_is_named(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        pytest.param(["key", "garbage-ca"], "is damaged", id="fail/damaged-ca"),
+        pytest.param(["ca"], "No such file or directory", id="fail/no-ca-key"),
+    ],
+)
+def test_damaged_development_pki_is_named(
+    tmp_path: Path, files: list[str], expected: str
+) -> None:
+    folder = tmp_path / "data" / "server-pki"
+    folder.mkdir(parents=True)
+    key, certificate = tools.make_root("Fleetgate development server CA")
+    if "key" in files:
+        tools.write_private_key(folder / "server-ca.key", key)
+    if "ca" in files:
+        tools.write_certificate(folder / "server-ca.pem", certificate)
+    if "garbage-ca" in files:
+        (folder / "server-ca.pem").write_bytes(b"garbage")
+
+    result = serve(tmp_path, "--no-api")
+
+    assert result.exit_code == 1, result.output
+    line = error_line(result)
+    assert f"the development server PKI in {folder}" in line
+    assert expected in line
+    assert "move the folder away" in line
+    assert "MalformedFraming" not in line
+
+
 def test_missing_postgres_driver_names_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

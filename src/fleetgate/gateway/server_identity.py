@@ -144,15 +144,18 @@ def ensure_development_identity(
         return _ensure_development_identity(folder, hostnames)
     except OSError as exc:
         raise StartupFailed(
-            f"cannot write the development server PKI to "
-            f"{exc.filename or folder}: {exc.strerror}; pass --data-dir with "
-            "a folder you can write to"
+            f"cannot set up the development server PKI in {folder}: "
+            f"{exc.filename or folder}: {exc.strerror}; fix the folder's "
+            "permissions, or move the folder away to make a new CA, which "
+            "devices must then trust instead"
         ) from exc
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        # cryptography's message names its parser's internal error.
+        log.debug("development server PKI load failed: %s", exc)
         raise StartupFailed(
-            f"cannot load the development server PKI in {folder}: a file there "
-            f"is damaged ({exc}); move the folder away to make a new CA, which "
-            "devices must then trust instead"
+            f"cannot load the development server PKI in {folder}: a key or "
+            "certificate there is damaged or of the wrong type; move the "
+            "folder away to make a new CA, which devices must then trust instead"
         ) from exc
 
 
