@@ -4,10 +4,9 @@ An upload runs the same checks as ``fleetgate ca upload``, and each
 rejection has its own ``code``: ``invalid_base64``,
 ``malformed_certificate``, ``not_a_ca``, ``root_not_self_signed``,
 ``intermediate_self_signed``, ``ca_expired``, ``weak_key`` and the other
-policy reasons, 409 ``ca_already_registered``, and 413
-``payload_too_large`` for a ``certFile`` over 64 KiB, which is rejected
-before it is parsed. A CRL loaded with
-``PUT .../certificates/{certId}/crl`` must be signed by that CA
+policy reasons, and 409 ``ca_already_registered``. A ``certFile`` over
+64 KiB gets 413 ``payload_too_large`` before it is parsed. A CRL loaded
+with ``PUT .../certificates/{certId}/crl`` must be signed by that CA
 certificate (400 ``crl_not_from_ca`` otherwise, ``malformed_crl`` for
 one that does not parse). Every change is passed to the gateway's trust
 cache at once, so the next handshake uses it.
