@@ -129,7 +129,7 @@ def test_disable_and_enable_by_name(invoke: Invoke) -> None:
     assert enabled.stdout.strip() == f"Enabled device {device_id}"
 
 
-def test_id_wins_over_name_of_another_device(invoke: Invoke, database_url: str) -> None:
+def test_id_wins_over_other_name(invoke: Invoke, database_url: str) -> None:
     first_id = created_id(invoke(app, "create", "-p", "acme", "pump-1").stdout)
     # A second device whose name is the first device's ID.
     second = invoke(app, "create", "-p", "acme", first_id)

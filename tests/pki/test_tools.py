@@ -363,7 +363,7 @@ def test_make_root_rejects_common_name_length(common_name: str) -> None:
         tools.make_root(common_name)
 
 
-def test_make_intermediate_rejects_path_length_beyond_max() -> None:
+def test_make_intermediate_rejects_huge_path_length() -> None:
     issuer_key, issuer_cert = tools.make_root()
 
     with pytest.raises(InvalidInput, match="path length"):

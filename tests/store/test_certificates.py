@@ -94,7 +94,7 @@ def test_add_garbage_is_invalid_certificate(db: Database, encoded: bytes) -> Non
         add_ca_certificate(db, "acme", encoded)
 
 
-def test_add_over_size_limit_is_rejected_before_parsing(db: Database) -> None:
+def test_add_over_size_limit_is_rejected(db: Database) -> None:
     garbage = b"x" * (MAX_FILE_BYTES + 1)
 
     with pytest.raises(PayloadTooLarge, match=f"the maximum is {MAX_FILE_BYTES}"):

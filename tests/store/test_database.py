@@ -155,7 +155,7 @@ def test_data_folder_that_is_a_file_is_store_unavailable(tmp_path: Path) -> None
         create_engine_for(f"sqlite:///{tmp_path / 'taken' / 'f.db'}")
 
 
-def test_file_that_is_not_sqlite_is_store_unavailable(tmp_path: Path) -> None:
+def test_non_sqlite_file_is_store_unavailable(tmp_path: Path) -> None:
     path = tmp_path / "fleetgate.db"
     path.write_bytes(bytes(range(256)) * 32)
 
@@ -166,7 +166,7 @@ def test_file_that_is_not_sqlite_is_store_unavailable(tmp_path: Path) -> None:
     assert caught.value.__cause__ is not None
 
 
-def test_session_on_file_that_is_not_sqlite(tmp_path: Path) -> None:
+def test_session_on_non_sqlite_file(tmp_path: Path) -> None:
     path = tmp_path / "fleetgate.db"
     path.write_bytes(bytes(range(256)) * 32)
     db = Database.open(f"sqlite:///{path}", apply_migrations=False)
