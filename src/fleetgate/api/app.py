@@ -20,6 +20,7 @@ from fleetgate.api.routes import (
     devices,
     pki,
     projects,
+    settings,
     state,
     timeline,
 )
@@ -56,7 +57,16 @@ def create_app(db: Database, *, trust_changed: TrustChanged | None = None) -> Fa
     else:
         app.state.fleetgate = ApiContext(db=db, trust_changed=trust_changed)
 
-    for module in (projects, certificates, devices, state, timeline, audit, pki):
+    for module in (
+        projects,
+        certificates,
+        devices,
+        state,
+        settings,
+        timeline,
+        audit,
+        pki,
+    ):
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware)

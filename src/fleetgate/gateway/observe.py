@@ -1,4 +1,4 @@
-"""Observe (RFC 7641) for device resources: LightDB State on ``.d``.
+"""Observe (RFC 7641) for device resources: LightDB State on ``.d``, settings on ``.c``.
 
 A GET with Observe 0 on an observable path registers the device as an
 observer of that path under the request's token, when the response is
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OBSERVABLE_PREFIXES = frozenset({".d"})
+OBSERVABLE_PREFIXES = frozenset({".d", ".c"})
 MAX_OBSERVATIONS_PER_SESSION = 16
 # RFC 7641 section 4.4: sequence numbers are 24-bit.
 SEQUENCE_MODULUS = 1 << 24
@@ -181,6 +181,19 @@ class ObserverRegistry:
             return
         loop.call_soon_threadsafe(self._changed, device_id, (".d", *steps))
 
+    def resource_changed(
+        self, prefix: str, project_id: str, device_id: str | None
+    ) -> None:
+        """Schedule notifications of observations under ``prefix``; any thread.
+
+        Only the device ``device_id`` is notified, or every device of the
+        project when it is None.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._resource_changed, prefix, project_id, device_id)
+
     def forget(self, link: DeviceLink) -> None:
         """Drop every observation of a closed session."""
         table = self._by_link.pop(id(link), {})
@@ -192,6 +205,22 @@ class ObserverRegistry:
     def _changed(self, device_id: str, changed: tuple[str, ...]) -> None:
         for observation in list(self._by_device.get(device_id, ())):
             if _overlaps(observation.path, changed):
+                self._schedule(observation)
+
+    def _resource_changed(
+        self, prefix: str, project_id: str, device_id: str | None
+    ) -> None:
+        if device_id is None:
+            candidates = [item for group in self._by_device.values() for item in group]
+        else:
+            candidates = list(self._by_device.get(device_id, ()))
+        for observation in candidates:
+            device = observation.link.device
+            if (
+                observation.path[0] == prefix
+                and device is not None
+                and device.project_id == project_id
+            ):
                 self._schedule(observation)
 
     def _schedule(self, observation: Observation) -> None:

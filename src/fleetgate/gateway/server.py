@@ -36,6 +36,7 @@ from fleetgate.gateway.dtls import DtlsListener, DtlsSession
 from fleetgate.gateway.resources import ConnectedDevice, Router
 from fleetgate.gateway.services.csr import CsrService
 from fleetgate.gateway.services.logs import LogService
+from fleetgate.gateway.services.settings import SettingsService
 from fleetgate.gateway.services.state import StateService
 from fleetgate.gateway.services.stream import StreamService
 from fleetgate.gateway.tls import ServerCredentials, build_server_context
@@ -43,7 +44,7 @@ from fleetgate.gateway.trust import TrustCache
 from fleetgate.pki.verify import ChainVerifier, VerifiedDevice
 from fleetgate.providers.sync import ProviderSyncLoop
 from fleetgate.store import certificates, devices
-from fleetgate.store.changes import state_changes
+from fleetgate.store.changes import settings_changes, state_changes
 from fleetgate.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class Gateway:
         self.router.add("logs", self.logs.handle)
         self.router.add(".s", StreamService(db, logs=self.logs.handle).handle)
         self.router.add("v1", CsrService(db, mtu=settings.mtu).handle)
+        self.router.add(".c", SettingsService(db).handle)
         # Keeps CA certificates of local and AWS providers in sync.
         self.provider_sync = ProviderSyncLoop(db)
         self.endpoint = CoapEndpoint(self.router, self._associate, self._revalidate)
@@ -89,6 +91,7 @@ class Gateway:
         self.listener: DtlsListener | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe_settings: Callable[[], None] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -128,6 +131,7 @@ class Gateway:
         self._unsubscribe = state_changes.subscribe(
             self.endpoint.observers.state_changed
         )
+        self._unsubscribe_settings = settings_changes.subscribe(self._settings_changed)
         host, port = self.address
         log.info("device gateway listening on udp %s port %d", host, port)
 
@@ -137,10 +141,17 @@ class Gateway:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._unsubscribe_settings is not None:
+            self._unsubscribe_settings()
+            self._unsubscribe_settings = None
         if self.listener is not None:
             self.listener.close()
         self.state = GatewayState.STOPPED
         log.info("device gateway stopped")
+
+    def _settings_changed(self, project_id: str, path: tuple[str, ...]) -> None:
+        device_id = path[0] if path else None
+        self.endpoint.observers.resource_changed(".c", project_id, device_id)
 
     def _authenticate(
         self,

@@ -59,3 +59,8 @@ class ChangeFeed:
 
 
 state_changes = ChangeFeed()
+
+# Receives a project ID and the device ID as a one-step path, or an empty
+# path for a change of the project's settings, after each committed change
+# that :mod:`fleetgate.store.settings` makes. The same limitation applies.
+settings_changes = ChangeFeed()

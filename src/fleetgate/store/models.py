@@ -319,3 +319,30 @@ class RevocationList(Base):
     crl_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
     revoked_count: Mapped[int] = mapped_column(Integer)
     loaded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Setting(Base):
+    """One settings key of a project, or a device's override of it.
+
+    A row without ``device_id`` is the project's value of the key, and a
+    row with one overrides it for that device. The store allows one row
+    per (project, device, key), checking it in the transaction, because
+    SQL unique constraints treat every NULL ``device_id`` as distinct.
+    """
+
+    __tablename__ = "settings"
+    __table_args__ = (
+        Index("ix_settings_project_id_device_id", "project_id", "device_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE")
+    )
+    device_id: Mapped[str | None] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), nullable=True
+    )
+    key: Mapped[str] = mapped_column(String(63))
+    # An integer, float, boolean or string: the types the SDK decodes.
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
