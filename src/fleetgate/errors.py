@@ -103,6 +103,10 @@ class Reason(enum.StrEnum):
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     CERTIFICATE_ID_IMMUTABLE = "certificate_id_immutable"
 
+    # Remote procedure calls to devices.
+    DEVICE_NOT_CONNECTED = "device_not_connected"
+    RPC_TIMED_OUT = "rpc_timed_out"
+
 
 class FleetgateError(Exception):
     """Base of every error Fleetgate raises on purpose."""

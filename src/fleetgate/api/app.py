@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from fleetgate.api.context import ApiContext, TrustChanged
+from fleetgate.api.context import ApiContext, RpcCaller, TrustChanged
 from fleetgate.api.errors import GuardMiddleware, install_error_handlers
 from fleetgate.api.routes import (
     audit,
@@ -20,6 +20,7 @@ from fleetgate.api.routes import (
     devices,
     pki,
     projects,
+    rpc,
     settings,
     state,
     timeline,
@@ -38,11 +39,17 @@ counted from 0, single items `{"data": {...}}`, and errors
 """
 
 
-def create_app(db: Database, *, trust_changed: TrustChanged | None = None) -> FastAPI:
+def create_app(
+    db: Database,
+    *,
+    trust_changed: TrustChanged | None = None,
+    rpc_call: RpcCaller | None = None,
+) -> FastAPI:
     """Build the management API around an open database.
 
     ``trust_changed`` is called with a project ID after its CA
     certificates change, so the gateway can drop its cached anchors.
+    ``rpc_call`` sends calls to devices connected to this process's gateway.
     """
     app = FastAPI(
         title="Fleetgate management API",
@@ -53,9 +60,11 @@ def create_app(db: Database, *, trust_changed: TrustChanged | None = None) -> Fa
         openapi_url="/openapi.json",
     )
     if trust_changed is None:
-        app.state.fleetgate = ApiContext(db=db)
+        app.state.fleetgate = ApiContext(db=db, rpc_call=rpc_call)
     else:
-        app.state.fleetgate = ApiContext(db=db, trust_changed=trust_changed)
+        app.state.fleetgate = ApiContext(
+            db=db, trust_changed=trust_changed, rpc_call=rpc_call
+        )
 
     for module in (
         projects,
@@ -63,6 +72,7 @@ def create_app(db: Database, *, trust_changed: TrustChanged | None = None) -> Fa
         devices,
         state,
         settings,
+        rpc,
         timeline,
         audit,
         pki,

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 
 from fleetgate.store.database import Database
 
+if TYPE_CHECKING:
+    from fleetgate.gateway.services.rpc import RpcResult
+
 TrustChanged = Callable[[str], None]
+# Project ID, device ID, method, params and timeout in seconds.
+RpcCaller = Callable[[str, str, str, list[Any], float], Awaitable["RpcResult"]]
 
 
 def _ignore_trust_change(_project_id: str) -> None:
@@ -28,6 +33,8 @@ class ApiContext:
 
     db: Database
     trust_changed: TrustChanged = _ignore_trust_change
+    # The gateway's RpcService.call when it runs in this process.
+    rpc_call: RpcCaller | None = None
 
 
 def get_context(request: Request) -> ApiContext:

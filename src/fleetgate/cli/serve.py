@@ -208,7 +208,9 @@ async def _run(
             from fleetgate.api.app import create_app
             from fleetgate.api.server import ApiServer
 
-            app = create_app(db, trust_changed=gateway.trust.invalidate)
+            app = create_app(
+                db, trust_changed=gateway.trust.invalidate, rpc_call=gateway.rpc.call
+            )
             api = ApiServer(app, api_settings.host, api_settings.port)
             await api.start()
             api_host, api_port = api.address

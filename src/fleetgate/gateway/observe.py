@@ -1,4 +1,4 @@
-"""Observe (RFC 7641) for device resources: LightDB State on ``.d``, settings on ``.c``.
+"""Observe (RFC 7641) on LightDB State (``.d``), settings (``.c``) and RPC (``.rpc``).
 
 A GET with Observe 0 on an observable path registers the device as an
 observer of that path under the request's token, when the response is
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OBSERVABLE_PREFIXES = frozenset({".d", ".c"})
+OBSERVABLE_PREFIXES = frozenset({".d", ".c", ".rpc"})
 MAX_OBSERVATIONS_PER_SESSION = 16
 # RFC 7641 section 4.4: sequence numbers are 24-bit.
 SEQUENCE_MODULUS = 1 << 24
@@ -245,12 +245,35 @@ class ObserverRegistry:
             # Hand over to a new task once this one has finished.
             asyncio.get_running_loop().call_soon(self._schedule, observation)
 
-    async def _notify(self, observation: Observation) -> None:
-        link = observation.link
-        response = await link.render(observation.request)
-        if not observation.active:
-            return
+    def observations_of(
+        self, project_id: str, device_id: str, prefix: str
+    ) -> list[Observation]:
+        """Return a device's active observations of paths under ``prefix``."""
+        return [
+            observation
+            for observation in self._by_device.get(device_id, ())
+            if observation.active
+            and observation.path[0] == prefix
+            and observation.link.device is not None
+            and observation.link.device.project_id == project_id
+        ]
 
+    async def send(self, observation: Observation, response: CoapResponse) -> None:
+        """Send ``response`` as a notification of ``observation``, on the loop.
+
+        Resources such as ``.rpc`` push events that a new GET would not
+        render again, so the caller provides the notification's body.
+        """
+        if observation.active:
+            await self._deliver(observation, response)
+
+    async def _notify(self, observation: Observation) -> None:
+        response = await observation.link.render(observation.request)
+        if observation.active:
+            await self._deliver(observation, response)
+
+    async def _deliver(self, observation: Observation, response: CoapResponse) -> None:
+        link = observation.link
         loop = asyncio.get_running_loop()
         final = not response.code.is_successful()
         confirmable = loop.time() - observation.last_confirmable >= self.con_interval

@@ -36,6 +36,7 @@ from fleetgate.gateway.dtls import DtlsListener, DtlsSession
 from fleetgate.gateway.resources import ConnectedDevice, Router
 from fleetgate.gateway.services.csr import CsrService
 from fleetgate.gateway.services.logs import LogService
+from fleetgate.gateway.services.rpc import RpcService
 from fleetgate.gateway.services.settings import SettingsService
 from fleetgate.gateway.services.state import StateService
 from fleetgate.gateway.services.stream import StreamService
@@ -82,6 +83,8 @@ class Gateway:
         # Keeps CA certificates of local and AWS providers in sync.
         self.provider_sync = ProviderSyncLoop(db)
         self.endpoint = CoapEndpoint(self.router, self._associate, self._revalidate)
+        self.rpc = RpcService(self.endpoint.observers)
+        self.router.add(".rpc", self.rpc.handle)
         self.context = build_server_context(
             credentials,
             self._authenticate,
@@ -127,6 +130,7 @@ class Gateway:
         self.listener = protocol
         self.state = GatewayState.RUNNING
         self.provider_sync.start()
+        self.rpc.bind(loop)
         # Observers hear of state changes that this process commits.
         self._unsubscribe = state_changes.subscribe(
             self.endpoint.observers.state_changed
