@@ -1,9 +1,10 @@
 """SIGKILL during device writes loses no acknowledged write and duplicates no device.
 
-Several devices write LightDB State over DTLS, each waiting for 2.04
-before its next write, while ``fleetgate serve`` is killed with SIGKILL.
-After a restart on the same database every acknowledged value must be
-stored, and each certificate ID must still map to exactly one device.
+Several devices write LightDB State and LightDB Stream records over
+DTLS, each waiting for the acknowledgement before its next write, while
+``fleetgate serve`` is killed with SIGKILL. After a restart on the same
+database every acknowledged value and record must be stored, and each
+certificate ID must still map to exactly one device.
 """
 
 from __future__ import annotations
@@ -40,13 +41,17 @@ FAST_FAIL = TransmissionParameters(ack_timeout=0.5, max_retransmit=1)
 
 
 class Writer(threading.Thread):
-    """Writes ``w/<n>`` = n for n = 0, 1, ... and records each acknowledged n."""
+    """Writes ``w/<n>`` = n and a stream record {"n": n} for n = 0, 1, ...
+
+    Each acknowledged state write and stream record is remembered.
+    """
 
     def __init__(self, server: RunningServer, device: DeviceFiles) -> None:
         super().__init__(name=f"writer-{device.certificate_id}", daemon=True)
         self.server = server
         self.device = device
         self.acknowledged: list[int] = []
+        self.streamed: list[int] = []
         self.error: str | None = None
 
     def run(self) -> None:
@@ -72,6 +77,16 @@ class Writer(threading.Thread):
                     self.error = f"write {index} got {reply.code}"
                     return
                 self.acknowledged.append(index)
+                reply = client.request(
+                    "POST",
+                    ".s/crash",
+                    json.dumps({"n": index}).encode(),
+                    content_format=JSON,
+                )
+                if not reply.successful:
+                    self.error = f"stream record {index} got {reply.code}"
+                    return
+                self.streamed.append(index)
         except ClientError as exc:
             # Expected once the server is killed.
             self.error = str(exc)
@@ -141,11 +156,19 @@ def test_sigkill_loses_no_acknowledged_write(
                 ).json()["data"]
                 for device in devices
             }
+            streams = {
+                device["certificateId"]: api.get(
+                    f"/v1/projects/{PROJECT}/devices/{device['id']}/stream",
+                    params={"perPage": 1000},
+                ).json()["list"]
+                for device in devices
+            }
     finally:
         assert stop_server(restarted) == 0
 
     acknowledged = sum(len(writer.acknowledged) for writer in writers)
-    print(f"acknowledged writes before SIGKILL: {acknowledged}")
+    streamed = sum(len(writer.streamed) for writer in writers)
+    print(f"acknowledged before SIGKILL: {acknowledged} writes, {streamed} records")
     assert acknowledged >= DEVICES
     assert sorted(device["certificateId"] for device in devices) == names
     assert sorted(device["name"] for device in devices) == names
@@ -153,3 +176,9 @@ def test_sigkill_loses_no_acknowledged_write(
         stored = documents[writer.device.certificate_id].get("w", {})
         missing = [n for n in writer.acknowledged if stored.get(str(n)) != n]
         assert missing == [], f"{writer.device.certificate_id} lost {missing}"
+
+    for writer in writers:
+        records = streams[writer.device.certificate_id]
+        stored_records = {item["data"]["crash"]["n"] for item in records}
+        lost = [n for n in writer.streamed if n not in stored_records]
+        assert lost == [], f"{writer.device.certificate_id} lost records {lost}"
