@@ -1,8 +1,9 @@
-"""Chains handed over as pyOpenSSL objects, as the DTLS handshake does."""
+"""Malformed certificates reach the verifier as rejections, not exceptions."""
 
 from __future__ import annotations
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import crypto
 
@@ -32,5 +33,23 @@ def test_version_2_leaf_is_malformed() -> None:
 
     with pytest.raises(ChainRejected) as caught:
         ChainVerifier(NoProjects()).verify_openssl([openssl_leaf])
+
+    assert caught.value.reason == Reason.MALFORMED_CERTIFICATE
+
+
+def test_bit_string_common_name_is_malformed() -> None:
+    root_key, root = tools.make_root()
+    key = tools.make_device_key()
+    csr = tools.make_device_csr(key, "acme", "dev-fuzz")
+    leaf = tools.sign_device_csr(csr, root_key, root, version="v3")
+    der = leaf.public_bytes(Encoding.DER)
+    # Re-tag the CN's UTF8String (0x0c) as a BIT STRING (0x03).
+    mangled = der.replace(b"\x0c\x08dev-fuzz", b"\x03\x08dev-fuzz")
+    assert mangled != der
+    # OpenSSL refuses to parse this, but cryptography loads it lazily.
+    parsed = x509.load_der_x509_certificate(mangled)
+
+    with pytest.raises(ChainRejected) as caught:
+        ChainVerifier(NoProjects()).verify(parsed)
 
     assert caught.value.reason == Reason.MALFORMED_CERTIFICATE

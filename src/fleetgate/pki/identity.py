@@ -144,7 +144,9 @@ def device_subject(cert: x509.Certificate) -> DeviceSubject:
     try:
         # cryptography parses the subject only when it is first read.
         name = cert.subject
-    except ValueError as exc:
+    # TypeError: an attribute in a type cryptography refuses to model,
+    # such as a CN encoded as a BIT STRING.
+    except (ValueError, TypeError) as exc:
         log.debug("certificate subject parse failed: %s", exc)
         raise ChainRejected(
             "cannot identify device: the subject is malformed",

@@ -221,8 +221,8 @@ class ChainVerifier:
             ) from None
         # cryptography parses names and extensions only when they are read,
         # and OpenSSL parses a certificate again, so a malformed field can
-        # surface here as ValueError or crypto.Error.
-        except (ValueError, crypto.Error) as exc:
+        # surface here as ValueError, TypeError or crypto.Error.
+        except (ValueError, TypeError, crypto.Error) as exc:
             raise ChainRejected(
                 f"cannot verify device certificate: a certificate of the chain "
                 f"is malformed ({exc})",
