@@ -175,7 +175,7 @@ class ChainVerifier:
     ) -> VerifiedDevice:
         """Verify a chain of pyOpenSSL certificates, leaf first, as verify() does.
 
-        The handshake already holds OpenSSL's parsed certificates, so path
+        The handshake already has OpenSSL's parsed certificates, so path
         building reuses them instead of parsing each one a second time.
         """
         if not chain:
@@ -311,7 +311,7 @@ class ChainVerifier:
             blamed = exc.certificate.to_cryptography()
             reason, detail = describe_openssl_error(code, depth, message, blamed)
             if reason is Reason.NOT_A_CA:
-                # OpenSSL says only "invalid CA certificate"; the shape rule
+                # OpenSSL reports only "invalid CA certificate"; the shape rule
                 # names the cause (v1, CA:FALSE, keyUsage).
                 rules.check_ca_shape(blamed, rules.Role("CA certificate", blamed))
             raise PolicyViolation(reason, detail) from exc

@@ -173,7 +173,7 @@ def _create_sqlite_engine(url: URL) -> Engine:
 def _create_private_file(path: Path) -> None:
     """Create the database file and its folder, readable by the owner only.
 
-    The file holds device data and hashed API keys. SQLite gives the -wal
+    The file contains device data and hashed API keys. SQLite gives the -wal
     and -shm files it creates the mode of the database file, so they are
     private too. An existing folder or file keeps its mode.
     """
