@@ -20,9 +20,9 @@ from sqlalchemy.engine import make_url
 
 from fleetgate.store.database import Database
 
-# In CI (CI set in the environment) the property and fuzz tests draw a
+# With CI set in the environment, the property and fuzz tests draw a
 # fixed set of examples, so a submission cannot fail on a new random
-# draw; local runs keep exploring fresh examples.
+# draw. Local runs keep exploring fresh examples.
 hypothesis_settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")

@@ -63,7 +63,7 @@ def certificate_ids(db: Database) -> list[str | None]:
 
 
 def run_case(gateway: GatewayThread, files: DeviceFiles) -> tuple[str, str | None]:
-    """Connect and GET ``.d``, then return the outcome and the alert received, if any."""
+    """Connect and GET ``.d``; return the outcome and any alert received."""
     try:
         with connect(gateway, files) as client:
             reply = client.request("GET", ".d")

@@ -34,7 +34,8 @@ def refusal_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         record.getMessage()
         for record in caplog.records
-        if record.levelno == logging.WARNING and "device refused" in record.getMessage()
+        if record.levelno == logging.WARNING
+        and "device rejected" in record.getMessage()
     ]
 
 

@@ -160,7 +160,7 @@ class DeviceLink:
             self.device = await self.endpoint.associate(identity)
         except DeviceRejected as exc:
             log.warning(
-                "device refused peer=%s:%s %s",
+                "device rejected peer=%s:%s %s",
                 self.session.address[0],
                 self.session.address[1],
                 exc.log_fields(),

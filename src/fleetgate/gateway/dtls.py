@@ -378,7 +378,7 @@ class DtlsListener(asyncio.DatagramProtocol):
             else Reason.HANDSHAKE_FAILED
         )
         log.warning(
-            "device refused peer=%s:%s reason=%s error=%s",
+            "device rejected peer=%s:%s reason=%s error=%s",
             session.address[0],
             session.address[1],
             reason,

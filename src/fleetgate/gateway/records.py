@@ -5,7 +5,7 @@ itself: it splits what OpenSSL writes into records and packs them into
 datagrams no larger than the MTU, and it inspects a first datagram from
 an unknown address before any per-client state exists.
 
-The cookie exchange (RFC 6347 section 4.2.1) is answered here without
+The cookie exchange (RFC 6347 section 4.2.1) is handled here without
 OpenSSL: a ClientHello without a valid cookie gets a HelloVerifyRequest
 whose cookie is an HMAC of the client's address under a rotating
 secret. Only a ClientHello carrying such a cookie makes the gateway
@@ -126,7 +126,7 @@ def parse_client_hello(datagram: bytes) -> ClientHello | None:
 
 
 def hello_verify_request(hello: ClientHello, cookie: bytes) -> bytes:
-    """Build the HelloVerifyRequest datagram answering ``hello``."""
+    """Build the HelloVerifyRequest datagram that responds to ``hello``."""
     body = struct.pack("!HB", DTLS_1_0, len(cookie)) + cookie
     # message_seq 0: RFC 6347 section 4.2.2, the first message of each side.
     handshake = (

@@ -167,7 +167,7 @@ class Gateway:
         except ChainRejected as exc:
             peer = getattr(session, "address", ("-", 0))
             log.warning(
-                "device refused peer=%s:%s %s", peer[0], peer[1], exc.log_fields()
+                "device rejected peer=%s:%s %s", peer[0], peer[1], exc.log_fields()
             )
             raise
 

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 _ffi = Binding.ffi
 _lib = Binding.lib
 
-# CCM_8 suites are mandatory for CoAP (RFC 7252 section 9.1.3.3); the
+# CCM_8 suites are mandatory for CoAP (RFC 7252 section 9.1.3.3). The
 # bundled OpenSSL rates them at 64 bits, so they need an explicit list and
 # security level 0. Fleetgate's own key policy still applies to every
 # certificate, so the lowered level admits no weak keys.
