@@ -54,6 +54,32 @@ class Settings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ConnectionLogSettings:
+    """Buffering, retention and flood limits of the connection log.
+
+    Events wait in memory and are written in batches, so a handshake
+    never waits for the database. The defaults keep 30 days of history
+    and at most 100,000 events per project: about 30 MB per project, an
+    estimate at some 300 bytes per row with its indexes.
+    """
+
+    # Events held while waiting for the writer; newer ones are dropped
+    # and counted when it is full.
+    buffer_size: int = 10_000
+    batch_size: int = 500
+    flush_interval: dt.timedelta = dt.timedelta(seconds=1)
+    # Events older than this are deleted; None keeps them.
+    retention: dt.timedelta | None = dt.timedelta(days=30)
+    # Newest events kept per project; None keeps them all.
+    max_events_per_project: int | None = 100_000
+    prune_interval: dt.timedelta = dt.timedelta(minutes=10)
+    # Rejected handshakes recorded per project and minute. Beyond this,
+    # refusals are only counted, so a flood of bad chains naming a real
+    # project cannot push its other events out of the log.
+    max_rejections_per_minute: int = 60
+
+
+@dataclasses.dataclass(frozen=True)
 class GatewaySettings:
     """Tunables of the device gateway."""
 
@@ -68,6 +94,9 @@ class GatewaySettings:
     # devices behind one NAT reconnect together after an outage.
     max_handshakes_per_address: int = 256
     handshake_timeout: dt.timedelta = dt.timedelta(seconds=30)
+    connection_log: ConnectionLogSettings = dataclasses.field(
+        default_factory=ConnectionLogSettings
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -99,6 +99,14 @@ class Reason(enum.StrEnum):
     CSR_WRONG_CERTIFICATE_ID = "csr_wrong_certificate_id"
     RATE_LIMITED = "rate_limited"
     NO_ISSUING_PROVIDER = "no_issuing_provider"
+    CLONE_SUSPECTED = "clone_suspected"
+
+    # Why an established DTLS session ended.
+    CLOSED_BY_PEER = "closed_by_peer"
+    IDLE_TIMEOUT = "idle_timeout"
+    SESSION_REPLACED = "session_replaced"
+    SESSION_ERROR = "session_error"
+    SERVER_STOPPED = "server_stopped"
     PROVIDER_FAILED = "provider_failed"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     CERTIFICATE_ID_IMMUTABLE = "certificate_id_immutable"

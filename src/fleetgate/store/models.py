@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -346,3 +347,48 @@ class Setting(Base):
     # An integer, float, boolean or string: the types the SDK decodes.
     value: Mapped[Any] = mapped_column(JSON)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ConnectionEventRow(Base):
+    """One line of a project's connection log: a handshake or a session end.
+
+    There is no foreign key to the device, so the log keeps its history
+    after a device is deleted; deleting the project deletes its log.
+    """
+
+    __tablename__ = "connection_events"
+    __table_args__ = (
+        # Serve the newest-first listing, whole or by certificate ID,
+        # and the count-based pruning per project.
+        Index("ix_connection_events_project_id_id", "project_id", "id"),
+        Index(
+            "ix_connection_events_project_id_certificate_id_id",
+            "project_id",
+            "certificate_id",
+            "id",
+        ),
+        # Serves the pruning by age.
+        Index("ix_connection_events_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    )
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE")
+    )
+    device_id: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    certificate_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # host:port of the device, such as ::ffff:192.0.2.7:40112.
+    peer: Mapped[str] = mapped_column(String(64))
+    # accepted | rejected | closed | clone_suspected
+    result: Mapped[str] = mapped_column(String(16))
+    # A fleetgate.errors.Reason value; None for an accepted handshake.
+    reason: Mapped[str | None] = mapped_column(String(48), nullable=True)
+    # Lowercase hex SHA-256 of the device certificate.
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # For clone_suspected: the address of the other live session.
+    other_peer: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
