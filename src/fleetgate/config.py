@@ -109,3 +109,10 @@ class ApiSettings:
 
     host: str = "127.0.0.1"
     port: int = 8080
+
+
+# Largest firmware artifact that an upload may carry, in bytes. Golioth's
+# firmware SDK holds a component's size in an int32_t, so the hard limit
+# is 2 GiB - 1. 16 MiB covers the flash of common microcontrollers, and
+# a device at about 1 KiB per CoAP round trip needs 16384 requests for it.
+MAX_ARTIFACT_BYTES = 16 * 1024 * 1024

@@ -115,6 +115,9 @@ class Reason(enum.StrEnum):
     DEVICE_NOT_CONNECTED = "device_not_connected"
     RPC_TIMED_OUT = "rpc_timed_out"
 
+    # Firmware updates.
+    ARTIFACT_IN_USE = "artifact_in_use"
+
 
 class FleetgateError(Exception):
     """Base of every error Fleetgate raises on purpose."""

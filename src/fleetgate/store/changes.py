@@ -64,3 +64,9 @@ state_changes = ChangeFeed()
 # path for a change of the project's settings, after each committed change
 # that :mod:`fleetgate.store.settings` makes. The same limitation applies.
 settings_changes = ChangeFeed()
+
+# Receives a project ID and the device ID as a one-step path, or an empty
+# path when any device of the project may be affected, after each
+# committed rollout or rollback of :mod:`fleetgate.store.ota_releases`.
+# The same limitation applies.
+ota_changes = ChangeFeed()

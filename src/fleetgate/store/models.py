@@ -392,3 +392,115 @@ class ConnectionEventRow(Base):
     # For clone_suspected: the address of the other live session.
     other_peer: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class OtaArtifact(Base):
+    """A firmware image of one package and version, uploaded to a project.
+
+    The bytes live in :class:`OtaArtifactChunk` rows, so that serving one
+    block of a download reads one chunk instead of the whole image.
+    """
+
+    __tablename__ = "ota_artifacts"
+    __table_args__ = (UniqueConstraint("project_id", "package", "version"),)
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    package: Mapped[str] = mapped_column(String(32))
+    version: Mapped[str] = mapped_column(String(32))
+    # Bootloader name sent in the manifest, such as "mcuboot".
+    bootloader: Mapped[str] = mapped_column(String(7))
+    size: Mapped[int] = mapped_column(Integer)
+    # Lowercase hex SHA-256 of the whole image.
+    sha256: Mapped[str] = mapped_column(String(64))
+    chunk_size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class OtaArtifactChunk(Base):
+    """One fixed-size slice of an artifact's bytes; the last may be shorter."""
+
+    __tablename__ = "ota_artifact_chunks"
+
+    artifact_id: Mapped[str] = mapped_column(
+        ForeignKey("ota_artifacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class OtaRelease(Base):
+    """A named set of artifacts, one per package, and where it is rolled out.
+
+    ``sequence`` is the project's OTA sequence number taken by the latest
+    rollout or rollback of this release, and 0 before the first.
+    """
+
+    __tablename__ = "ota_releases"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    rolled_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Targets: every device of the project, or the listed devices and
+    # the devices carrying any of ``tags``.
+    all_devices: Mapped[bool] = mapped_column(Boolean, default=False)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    sequence: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class OtaReleaseArtifact(Base):
+    """One artifact of a release; an artifact in a release cannot be deleted."""
+
+    __tablename__ = "ota_release_artifacts"
+
+    release_id: Mapped[str] = mapped_column(
+        ForeignKey("ota_releases.id", ondelete="CASCADE"), primary_key=True
+    )
+    package: Mapped[str] = mapped_column(String(32), primary_key=True)
+    artifact_id: Mapped[str] = mapped_column(
+        ForeignKey("ota_artifacts.id", ondelete="RESTRICT"), index=True
+    )
+
+
+class OtaReleaseDevice(Base):
+    """One device that a release is rolled out to by its ID."""
+
+    __tablename__ = "ota_release_devices"
+
+    release_id: Mapped[str] = mapped_column(
+        ForeignKey("ota_releases.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class OtaComponentReport(Base):
+    """One firmware component state that a device posted to ``.u/c/<package>``."""
+
+    __tablename__ = "ota_component_reports"
+    __table_args__ = (
+        # Serves the latest report per package and the history, newest first.
+        Index("ix_ota_component_reports_device_id_package", "device_id", "package"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    package: Mapped[str] = mapped_column(String(32))
+    # The SDK's golioth_ota_state and golioth_ota_reason numbers.
+    state: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[int] = mapped_column(Integer)
+    current_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    target_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
