@@ -9,6 +9,7 @@ from fleetgate.cli import (
     cas,
     device_certificates,
     device_rotate,
+    device_simulate,
     devices,
     pki,
     projects,
@@ -33,6 +34,7 @@ app.add_typer(apikeys.app, name="apikey")
 app.add_typer(providers.app, name="provider")
 devices.app.command("certificates")(device_certificates.certificates)
 devices.app.command("rotate")(device_rotate.rotate)
+devices.app.command("simulate")(device_simulate.simulate)
 app.command("serve")(serve.serve)
 
 
