@@ -53,6 +53,7 @@ class Reason(enum.StrEnum):
     INVALID_API_KEY = "invalid_api_key"
     REVOKED_API_KEY = "revoked_api_key"
     ADMIN_KEY_REQUIRED = "admin_key_required"
+    INVALID_CSRF_TOKEN = "invalid_csrf_token"
 
     # Certificates and chains.
     MALFORMED_CERTIFICATE = "malformed_certificate"

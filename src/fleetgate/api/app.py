@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from fleetgate.api.console import install_console
 from fleetgate.api.context import ApiContext, RpcCaller, TrustChanged
 from fleetgate.api.errors import GuardMiddleware, install_error_handlers
 from fleetgate.api.routes import (
@@ -78,6 +79,7 @@ def create_app(
         pki,
     ):
         app.include_router(module.router)
+    install_console(app)
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware)
     return app

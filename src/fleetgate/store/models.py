@@ -504,3 +504,23 @@ class OtaComponentReport(Base):
     current_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
     target_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
     received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ConsoleSession(Base):
+    """A signed-in web console session, opened with an API key.
+
+    The browser holds a random session token in a cookie. Only its
+    SHA-256 is stored, so a copy of the table cannot sign anyone in.
+    """
+
+    __tablename__ = "console_sessions"
+
+    # Lowercase hex SHA-256 of the session token.
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), index=True
+    )
+    # Sent back in every form of the console and checked on every POST.
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)

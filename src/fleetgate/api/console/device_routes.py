@@ -1,0 +1,166 @@
+"""Console pages for devices: a searchable list and one page per device.
+
+A device's page shows its certificate history, its LightDB State as a
+JSON tree with an editor for the whole document, and its latest LightDB
+Stream records. State edits go through the same parsing and limits as
+the API's ``POST .../data``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Query, Request, Response
+
+from fleetgate.api.console.pages import ConsoleRoute, redirect, render
+from fleetgate.api.console.visitor import (
+    ProjectFormVisitorDep,
+    ProjectVisitorDep,
+    Visitor,
+)
+from fleetgate.api.context import ContextDep
+from fleetgate.api.routes.state import parse_value
+from fleetgate.errors import InvalidInput
+from fleetgate.store import devices, issued_certificates, projects, state, stream
+from fleetgate.store.database import MAX_PAGE
+
+router = APIRouter(
+    prefix="/console/projects/{project_id}/devices",
+    route_class=ConsoleRoute,
+    include_in_schema=False,
+)
+
+PER_PAGE = 25
+STREAM_RECORDS_SHOWN = 20
+
+
+@router.get("")
+def device_list(
+    project_id: str,
+    request: Request,
+    context: ContextDep,
+    visitor: ProjectVisitorDep,
+    q: Annotated[str, Query(max_length=200)] = "",
+    page: Annotated[int, Query(ge=0, le=MAX_PAGE)] = 0,
+) -> Response:
+    """List one page of devices whose name contains the search term."""
+    found = devices.list_devices(
+        context.db, project_id, name=q.strip() or None, page=page, per_page=PER_PAGE
+    )
+    last_page = max(0, (found.total - 1) // PER_PAGE)
+    return render(
+        request,
+        "devices.html",
+        {
+            "title": "Devices",
+            "project": projects.get_project(context.db, project_id),
+            "section": "devices",
+            "devices": found,
+            "query": q,
+            "last_page": last_page,
+        },
+        visitor=visitor,
+    )
+
+
+@router.get("/{device_id}")
+def device_page(
+    project_id: str,
+    device_id: str,
+    request: Request,
+    context: ContextDep,
+    visitor: ProjectVisitorDep,
+) -> Response:
+    """Show one device with its certificates, state and stream records."""
+    return _device_page(request, context, visitor, project_id, device_id)
+
+
+@router.post("/{device_id}/enabled")
+def set_enabled(
+    project_id: str,
+    device_id: str,
+    context: ContextDep,
+    visitor: ProjectFormVisitorDep,
+    enabled: Annotated[bool, Form()],
+) -> Response:
+    """Enable or disable a device; a disabled device cannot connect."""
+    devices.set_device_enabled(
+        context.db, project_id, device_id, enabled, actor=visitor.actor
+    )
+    return redirect(f"/console/projects/{project_id}/devices/{device_id}")
+
+
+@router.post("/{device_id}/state")
+def replace_state(
+    project_id: str,
+    device_id: str,
+    request: Request,
+    context: ContextDep,
+    visitor: ProjectFormVisitorDep,
+    document: Annotated[str, Form()] = "",
+) -> Response:
+    """Replace the device's whole LightDB State document with valid JSON."""
+    devices.get_device(context.db, project_id, device_id)
+    try:
+        value = parse_value(document.encode())
+        state.set_state(
+            context.db,
+            device_id,
+            (),
+            value,
+            project_id=project_id,
+            actor=visitor.actor,
+        )
+    except InvalidInput as exc:
+        return _device_page(
+            request,
+            context,
+            visitor,
+            project_id,
+            device_id,
+            draft=document,
+            state_error=exc.message,
+            status_code=400,
+        )
+    return redirect(f"/console/projects/{project_id}/devices/{device_id}?saved=1")
+
+
+def _device_page(
+    request: Request,
+    context: ContextDep,
+    visitor: Visitor,
+    project_id: str,
+    device_id: str,
+    *,
+    draft: str | None = None,
+    state_error: str = "",
+    status_code: int = 200,
+) -> Response:
+    device = devices.get_device(context.db, project_id, device_id)
+    document = state.get_state(context.db, device_id, (), project_id=project_id)
+    records = stream.list_stream_records(
+        context.db, project_id, device_id, per_page=STREAM_RECORDS_SHOWN
+    )
+    return render(
+        request,
+        "device.html",
+        {
+            "title": f"Device {device.name}",
+            "project": projects.get_project(context.db, project_id),
+            "section": "devices",
+            "device": device,
+            "issued": issued_certificates.list_issued_certificates(
+                context.db, project_id, device_id
+            ),
+            "document": document,
+            "draft": draft
+            if draft is not None
+            else json.dumps(document, indent=2, sort_keys=True),
+            "state_error": state_error,
+            "saved": request.query_params.get("saved") == "1",
+            "stream_records": records.items,
+        },
+        visitor=visitor,
+        status_code=status_code,
+    )

@@ -1,0 +1,141 @@
+"""Rendering console pages: templates, security headers and error pages.
+
+Pages are HTML rendered on the server from the Jinja2 templates beside
+this module. Every page is sent with a Content-Security-Policy that
+allows only this server's own scripts, styles and images, so markup
+that slipped through escaping still cannot run a script.
+
+:class:`ConsoleRoute` turns the errors of console routes into pages
+rather than the API's JSON bodies: a request without a session is sent
+to the sign-in page, and any other Fleetgate error becomes a page with
+the error's status and message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+
+from fleetgate.api.console.visitor import CSRF_FIELD, SignInRequired, Visitor
+from fleetgate.errors import FleetgateError
+
+log = logging.getLogger(__name__)
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+STATIC_DIR = Path(__file__).parent / "static"
+SIGN_IN_PATH = "/console/sign-in"
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+templates = Jinja2Templates(directory=TEMPLATES_DIR)
+
+
+def _days_until(moment: dt.datetime | None, now: dt.datetime) -> int | None:
+    if moment is None:
+        return None
+    return (moment - now) // dt.timedelta(days=1)
+
+
+def _timestamp(moment: dt.datetime | None) -> str:
+    if moment is None:
+        return "never"
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+templates.env.filters["timestamp"] = _timestamp
+templates.env.globals["days_until"] = _days_until
+templates.env.globals["csrf_field"] = CSRF_FIELD
+
+
+def render(
+    request: Request,
+    template: str,
+    context: dict[str, Any],
+    *,
+    visitor: Visitor | None = None,
+    status_code: int = 200,
+) -> Response:
+    """Render a page with the visitor's CSRF token and the security headers."""
+    values = {
+        "visitor": visitor,
+        "csrf_token": visitor.csrf_token if visitor is not None else "",
+        "now": dt.datetime.now(dt.UTC),
+        **context,
+    }
+    return templates.TemplateResponse(
+        request,
+        template,
+        values,
+        status_code=status_code,
+        headers=SECURITY_HEADERS,
+    )
+
+
+def redirect(url: str) -> RedirectResponse:
+    """Send the browser to ``url`` with a GET (303 See Other)."""
+    return RedirectResponse(url, status_code=303, headers=SECURITY_HEADERS)
+
+
+class ConsoleRoute(APIRoute):
+    """A route whose errors render as console pages."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except SignInRequired:
+                return _to_sign_in(request)
+            except RequestValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in error.get('loc', ()))}: "
+                    f"{error.get('msg', 'invalid value')}"
+                    for error in exc.errors()
+                )
+                return _error_page(request, 400, f"cannot show this page: {problems}")
+            except FleetgateError as exc:
+                return _error_page(request, exc.http_status, exc.message)
+
+        return guarded
+
+
+def _to_sign_in(request: Request) -> Response:
+    if request.method != "GET":
+        return _error_page(
+            request, 401, "cannot accept this form: your session ended; sign in again"
+        )
+    target = request.url.path
+    if request.url.query:
+        target += "?" + request.url.query
+    return redirect(f"{SIGN_IN_PATH}?next={quote(target, safe='')}")
+
+
+def _error_page(request: Request, status: int, message: str) -> Response:
+    if status >= 500:
+        log.error("console page failed path=%s error=%s", request.url.path, message)
+    return render(
+        request,
+        "error.html",
+        {"title": f"Error {status}", "status": status, "message": message},
+        status_code=status,
+    )
