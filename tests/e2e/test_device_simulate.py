@@ -1,0 +1,336 @@
+"""``fleetgate device simulate`` against the real ``fleetgate serve``.
+
+Both run as subprocesses on loopback. The simulator prints JSON lines
+(``--json``), which a reader thread collects, and the management API
+shows what reached the server: logs, stream records, state, settings
+reports and RPC results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import RunningServer, fleetgate, start_server, stop_server
+from .device_pki import DeviceFiles, register_fleet
+
+pytestmark = [pytest.mark.e2e]
+
+PROJECT = "acme-sensors"
+# Bounds every wait for a simulator event or exit, in seconds.
+EVENT_TIMEOUT = 20.0
+
+
+# One device per test, so that tests sharing the server do not meet.
+CERT_IDS = [
+    "sensor-logs",
+    "sensor-settings",
+    "sensor-rpc",
+    "sensor-desired",
+    "sensor-flood",
+    "sensor-sigterm",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Fleet:
+    """A running server, its project's devices and an API client."""
+
+    server: RunningServer
+    devices: dict[str, DeviceFiles]
+    api: httpx.Client
+
+    def device_path(self, certificate_id: str) -> str:
+        """Return the API path of the device with ``certificate_id``."""
+        response = self.api.get(
+            f"/v1/projects/{PROJECT}/devices", params={"deviceName": certificate_id}
+        )
+        identifier = response.json()["list"][0]["id"]
+        return f"/v1/projects/{PROJECT}/devices/{identifier}"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """One server for the module, because each start takes seconds."""
+    folder = tmp_path_factory.mktemp("simulate")
+    server = start_server(folder / "data")
+    try:
+        issued = register_fleet(server.data_dir, folder / "pki", PROJECT, CERT_IDS)
+        key = fleetgate(server.data_dir, "apikey", "create", "--project", PROJECT)
+        assert server.api_url is not None
+        headers = {"x-api-key": key.stdout.strip()}
+        with httpx.Client(base_url=server.api_url, headers=headers, timeout=30) as api:
+            yield Fleet(server, {files.certificate_id: files for files in issued}, api)
+    finally:
+        stop_server(server)
+
+
+class Simulator:
+    """A ``fleetgate device simulate --json`` subprocess and its events."""
+
+    def __init__(
+        self, server: RunningServer, device: DeviceFiles, *options: str
+    ) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "fleetgate",
+            "device",
+            "simulate",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(server.port),
+            "--cert",
+            str(device.cert),
+            "--key",
+            str(device.key),
+            "--server-ca",
+            str(server.server_ca),
+            "--json",
+            *options,
+        ]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.events: list[dict[str, Any]] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_for(self, kind: str, since: int = 0, **fields: Any) -> dict[str, Any]:
+        """Return the first event of ``kind`` with ``fields``, waiting for it.
+
+        Only events at index ``since`` or later count.
+        """
+        for index, event in enumerate(self._all_events()):
+            if index >= since and event["event"] == kind and _matches(event, fields):
+                return event
+        raise AssertionError(
+            f"no {kind!r} event with {fields} in {[e['event'] for e in self.events]}"
+        )
+
+    def finish(self) -> int:
+        """Wait for the simulator to exit and return its exit status."""
+        try:
+            status = self.process.wait(timeout=EVENT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            raise
+        self._reader.join(EVENT_TIMEOUT)
+        list(self._all_events())
+        return status
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        """Return the events of ``kind`` read so far."""
+        return [event for event in self.events if event["event"] == kind]
+
+    def _all_events(self) -> Iterator[dict[str, Any]]:
+        yield from list(self.events)
+        deadline = time.monotonic() + EVENT_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                line = self._lines.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                return
+            if line is None:
+                self._lines.put(None)  # keep the end visible to later calls
+                return
+            event = json.loads(line)
+            self.events.append(event)
+            yield event
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def simulators() -> Iterator[list[Simulator]]:
+    started: list[Simulator] = []
+    yield started
+    for simulator in started:
+        simulator.kill()
+
+
+def simulate(
+    simulators: list[Simulator], fleet: Fleet, certificate_id: str, *options: str
+) -> Simulator:
+    running = Simulator(fleet.server, fleet.devices[certificate_id], *options)
+    simulators.append(running)
+    return running
+
+
+def _matches(event: dict[str, Any], fields: dict[str, Any]) -> bool:
+    return all(event.get(name) == value for name, value in fields.items())
+
+
+def test_simulator_sends_logs_state_and_stream(
+    fleet: Fleet, simulators: list[Simulator]
+) -> None:
+    options = ("--duration", "2.5", "--interval", "0.5")
+    simulator = simulate(simulators, fleet, "sensor-logs", *options)
+    status = simulator.finish()
+    counters = [event["counter"] for event in simulator.of_kind("state")]
+    base = fleet.device_path("sensor-logs")
+    logs = fleet.api.get(f"{base}/logs").json()["list"]
+    stream = fleet.api.get(f"{base}/stream").json()["list"]
+    counter = fleet.api.get(f"{base}/data/counter").json()["data"]
+
+    assert status == 0
+    assert [e["event"] for e in simulator.events[:2]] == ["connected", "probe"]
+    assert simulator.of_kind("disconnected") == []
+    assert simulator.events[-1]["event"] == "stopped"
+    assert "hello 1" in [entry["message"] for entry in logs]
+    assert {entry["module"] for entry in logs} == {"simulator", "settings"}
+    assert len(stream) == len(simulator.of_kind("stream"))
+    assert stream[-1]["data"]["sensor"]["counter"] == 1
+    assert counter == counters[-1]
+
+
+def test_settings_change_reaches_simulator(
+    fleet: Fleet, simulators: list[Simulator]
+) -> None:
+    options = ("--duration", "6", "--interval", "30")
+    simulator = simulate(simulators, fleet, "sensor-settings", *options)
+    simulator.wait_for("observe", path=".rpc")
+    base = fleet.device_path("sensor-settings")
+    body = {"settings": {"LOOP_DELAY_S": 1}}
+    response = fleet.api.put(f"{base}/settings", json=body)
+    applied = simulator.wait_for("settings", interval=1.0)
+    first = simulator.wait_for("state", counter=2)
+    second = simulator.wait_for("state", counter=3)
+    simulator.finish()
+    logs = fleet.api.get(f"{base}/logs").json()["list"]
+    reports = [entry["message"] for entry in logs if entry["module"] == "settings"]
+    version = response.json()["data"]["version"]
+
+    assert response.status_code == 200
+    assert applied["version"] == version
+    assert applied["errors"] == []
+    assert elapsed(first, second) == pytest.approx(1.0, abs=0.4)
+    assert f"settings version {version} applied" in reports
+
+
+def test_rpc_call_answered_by_simulator(
+    fleet: Fleet, simulators: list[Simulator]
+) -> None:
+    options = ("--duration", "10", "--interval", "30")
+    simulator = simulate(simulators, fleet, "sensor-rpc", *options)
+    simulator.wait_for("observe", path=".rpc")
+    path = f"{fleet.device_path('sensor-rpc')}/rpc"
+    multiply = fleet.api.post(path, json={"method": "multiply", "params": [6, 7]})
+    unknown = fleet.api.post(path, json={"method": "self_destruct"})
+    reboot = fleet.api.post(path, json={"method": "reboot"})
+    simulator.wait_for("reboot")
+    since = len(simulator.events)
+    simulator.wait_for("observe", since=since, path=".rpc")
+    echo = fleet.api.post(path, json={"method": "echo", "params": ["hi"]})
+    simulator.process.send_signal(signal.SIGTERM)
+    simulator.finish()
+
+    assert multiply.json()["data"]["statusCode"] == 0
+    assert multiply.json()["data"]["detail"] == {"value": 42}
+    assert unknown.json()["data"]["statusCode"] == 2
+    assert reboot.json()["data"]["statusCode"] == 0
+    assert simulator.wait_for("connected", session=2)
+    assert echo.json()["data"]["detail"] == {"params": ["hi"]}
+
+
+def test_desired_counter_is_applied_once(
+    fleet: Fleet, simulators: list[Simulator]
+) -> None:
+    options = ("--duration", "6", "--interval", "30")
+    simulator = simulate(simulators, fleet, "sensor-desired", *options)
+    simulator.wait_for("observe", path=".d/desired")
+    base = f"{fleet.device_path('sensor-desired')}/data"
+    written = fleet.api.post(f"{base}/desired", json={"counter": 100})
+    simulator.wait_for("state", counter=100)
+    simulator.wait_for("desired", value={})
+    simulator.process.send_signal(signal.SIGTERM)
+    simulator.finish()
+    counter = fleet.api.get(f"{base}/counter").json()["data"]
+    desired = fleet.api.get(f"{base}/desired").json()["data"]
+
+    assert written.status_code == 200
+    assert counter == 100
+    assert desired == {}
+
+
+def test_flooding_device_is_slowed(fleet: Fleet, simulators: list[Simulator]) -> None:
+    options = ("--duration", "3", "--interval", "0.05", "--logs-per-interval", "50")
+    simulator = simulate(simulators, fleet, "sensor-flood", *options)
+    status = simulator.finish()
+    stopped = simulator.wait_for("stopped")
+    path = f"{fleet.device_path('sensor-flood')}/logs"
+    stored = fleet.api.get(path, params={"perPage": 1}).json()["total"]
+    posted = stopped["sent"][".s/logs"]
+
+    assert status == 0
+    assert simulator.of_kind("disconnected") == []
+    assert simulator.of_kind("warning") == []
+    assert posted > 200
+    # The gateway's log limit: bursts of 50, then 20 entries per second,
+    # over the run and the handshake before it; settings reports add one.
+    assert stored <= 50 + 20 * 5 + 1
+    assert fleet.server.process.poll() is None
+
+
+def test_sigterm_stops_simulator_cleanly(
+    fleet: Fleet, simulators: list[Simulator]
+) -> None:
+    simulator = simulate(simulators, fleet, "sensor-sigterm", "--interval", "30")
+    simulator.wait_for("observe", path=".rpc")
+    simulator.process.send_signal(signal.SIGTERM)
+
+    assert simulator.finish() == 0
+    assert simulator.events[-1]["event"] == "stopped"
+
+
+def test_psk_without_support_is_an_error(fleet: Fleet) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "fleetgate",
+        "device",
+        "simulate",
+        "--host",
+        "127.0.0.1",
+        "--server-ca",
+        str(fleet.server.server_ca),
+        "--psk-id",
+        f"sensor-psk@{PROJECT}",
+        "--psk",
+        "00" * 16,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 1
+    assert "error:" in result.stderr
+
+
+def elapsed(first: dict[str, Any], second: dict[str, Any]) -> float:
+    """Seconds between the times of two events."""
+    start = dt.datetime.fromisoformat(first["time"])
+    end = dt.datetime.fromisoformat(second["time"])
+    return (end - start).total_seconds()
