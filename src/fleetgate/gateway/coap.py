@@ -27,6 +27,7 @@ import os
 import struct
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiocoap.error import UnparsableMessage
 from aiocoap.message import Message
@@ -34,6 +35,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.numbers.types import Type
 
+from fleetgate import metrics
 from fleetgate.errors import DeviceRejected, FleetgateError, StoreUnavailable
 from fleetgate.gateway.blockwise import BlockwiseTransfers
 from fleetgate.gateway.dtls import DtlsSession
@@ -46,6 +48,9 @@ from fleetgate.gateway.resources import (
     response_message,
 )
 from fleetgate.gateway.tls import session_identity
+
+if TYPE_CHECKING:
+    from fleetgate.gateway.tracking import ConnectionTracker
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +170,8 @@ class DeviceLink:
                 self.session.address[1],
                 exc.log_fields(),
             )
+            if self.endpoint.tracker is not None:
+                self.endpoint.tracker.device_rejected(self.session, identity, exc)
             await self._answer_all_then_close(
                 CoapResponse.diagnostic(Code.FORBIDDEN, exc.message)
             )
@@ -190,6 +197,8 @@ class DeviceLink:
             )
             return
 
+        if self.endpoint.tracker is not None:
+            self.endpoint.tracker.device_associated(self.session, self.device, identity)
         checked_at = asyncio.get_running_loop().time()
         while True:
             message = await self._queue.get()
@@ -202,10 +211,12 @@ class DeviceLink:
             if isinstance(whole, CoapResponse):
                 self._respond(message, whole)  # 2.31 Continue or an error
                 continue
+            started_at = time.perf_counter()
             response = await self._dispatch(self.device, whole)
             response = self.transfers.finish(message, response)
             response = self.endpoint.observers.after_request(self, message, response)
             self._respond(message, response)
+            self._measure(whole, response, time.perf_counter() - started_at)
 
     async def _still_allowed(self, identity: object, message: Message) -> bool:
         """Check that the device and its anchor CA are still enabled.
@@ -224,6 +235,8 @@ class DeviceLink:
                 exc.log_fields(),
             )
             self._respond(message, CoapResponse.diagnostic(Code.FORBIDDEN, exc.message))
+            if self.endpoint.tracker is not None:
+                self.endpoint.tracker.closing(self.session, exc.reason)
             self.session.close(notify=True)
             return False
         except FleetgateError as exc:
@@ -286,6 +299,24 @@ class DeviceLink:
         assert self.device is not None
         response = await self._dispatch(self.device, message)
         return self.transfers.finish(message, response)
+
+    def _measure(
+        self, request: Message, response: CoapResponse, seconds: float
+    ) -> None:
+        path = request.opt.uri_path
+        # Only resources the router serves become label values, so that
+        # device input cannot create new series.
+        if not path:
+            resource = "-"
+        elif self.endpoint.router.resolve(tuple(path)) is not None:
+            resource = path[0]
+        else:
+            resource = "unknown"
+        metrics.COAP_REQUEST_SECONDS.labels(
+            resource=resource,
+            method=request.code.name if request.code.is_request() else "-",
+            code_class=f"{int(response.code) >> 5}.xx",
+        ).observe(seconds)
 
     def _reply(self, message: Message, response: CoapResponse) -> Message:
         reply = response_message(response)
@@ -387,11 +418,18 @@ class CoapEndpoint:
     """Serves CoAP over every established DTLS session of a listener."""
 
     def __init__(
-        self, router: Router, associate: Associator, revalidate: Revalidator
+        self,
+        router: Router,
+        associate: Associator,
+        revalidate: Revalidator,
+        *,
+        tracker: ConnectionTracker | None = None,
     ) -> None:
         self.router = router
         self.associate = associate
         self.revalidate = revalidate
+        # Hears of associations, authenticated traffic and session ends.
+        self.tracker = tracker
         self.observers = ObserverRegistry()
         self._links: dict[int, DeviceLink] = {}
         self._mid = int.from_bytes(os.urandom(2), "big")
@@ -411,6 +449,8 @@ class CoapEndpoint:
         """Pass one decrypted CoAP message to the session's link."""
         link = self._links.get(id(session))
         if link is not None:
+            if self.tracker is not None:
+                self.tracker.traffic(session)
             link.receive(payload)
 
     def session_closed(self, session: DtlsSession) -> None:
@@ -419,6 +459,8 @@ class CoapEndpoint:
         if link is not None:
             self.observers.forget(link)
             link.close()
+        if self.tracker is not None:
+            self.tracker.session_closed(session)
 
     @property
     def link_count(self) -> int:

@@ -31,7 +31,9 @@ from fleetgate.errors import (
     Reason,
 )
 from fleetgate.gateway import reads
+from fleetgate.gateway.clones import CloneDetector
 from fleetgate.gateway.coap import CoapEndpoint
+from fleetgate.gateway.connection_log import ConnectionLog
 from fleetgate.gateway.dtls import DtlsListener, DtlsSession
 from fleetgate.gateway.resources import ConnectedDevice, Router
 from fleetgate.gateway.services.csr import CsrService
@@ -41,6 +43,7 @@ from fleetgate.gateway.services.settings import SettingsService
 from fleetgate.gateway.services.state import StateService
 from fleetgate.gateway.services.stream import StreamService
 from fleetgate.gateway.tls import ServerCredentials, build_server_context
+from fleetgate.gateway.tracking import ConnectionTracker, TrackedListener
 from fleetgate.gateway.trust import TrustCache
 from fleetgate.pki.verify import ChainVerifier, VerifiedDevice
 from fleetgate.providers.sync import ProviderSyncLoop
@@ -82,7 +85,11 @@ class Gateway:
         self.router.add(".c", SettingsService(db).handle)
         # Keeps CA certificates of local and AWS providers in sync.
         self.provider_sync = ProviderSyncLoop(db)
-        self.endpoint = CoapEndpoint(self.router, self._associate, self._revalidate)
+        self.connection_log = ConnectionLog(db, settings.connection_log)
+        self.tracker = ConnectionTracker(self.connection_log, CloneDetector())
+        self.endpoint = CoapEndpoint(
+            self.router, self._associate, self._revalidate, tracker=self.tracker
+        )
         self.rpc = RpcService(self.endpoint.observers)
         self.router.add(".rpc", self.rpc.handle)
         self.context = build_server_context(
@@ -115,7 +122,7 @@ class Gateway:
         sock.bind((self.settings.host, self.settings.port))
 
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: DtlsListener(
+            lambda: TrackedListener(
                 self.context,
                 self.endpoint,
                 mtu=self.settings.mtu,
@@ -123,12 +130,14 @@ class Gateway:
                 max_handshakes_per_address=self.settings.max_handshakes_per_address,
                 idle_timeout=self.settings.idle_timeout.total_seconds(),
                 handshake_timeout=self.settings.handshake_timeout.total_seconds(),
+                tracker=self.tracker,
             ),
             sock=sock,
         )
         self._transport = transport
         self.listener = protocol
         self.state = GatewayState.RUNNING
+        self.connection_log.start()
         self.provider_sync.start()
         self.rpc.bind(loop)
         # Observers hear of state changes that this process commits.
@@ -150,6 +159,8 @@ class Gateway:
             self._unsubscribe_settings = None
         if self.listener is not None:
             self.listener.close()
+        # After the listener, so that the session ends are written too.
+        await self.connection_log.stop()
         self.state = GatewayState.STOPPED
         log.info("device gateway stopped")
 
@@ -169,6 +180,7 @@ class Gateway:
             log.warning(
                 "device rejected peer=%s:%s %s", peer[0], peer[1], exc.log_fields()
             )
+            self.tracker.chain_rejected(peer, exc)
             raise
 
     async def _revalidate(self, identity: object, device: ConnectedDevice) -> None:
