@@ -16,16 +16,19 @@ from fleetgate.api.console import install_console
 from fleetgate.api.context import ApiContext, RpcCaller, TrustChanged
 from fleetgate.api.errors import GuardMiddleware, install_error_handlers
 from fleetgate.api.routes import (
+    artifacts,
     audit,
     certificates,
     devices,
     pki,
     projects,
+    releases,
     rpc,
     settings,
     state,
     timeline,
 )
+from fleetgate.config import MAX_ARTIFACT_BYTES
 from fleetgate.store.database import Database
 
 DESCRIPTION = """\
@@ -45,12 +48,14 @@ def create_app(
     *,
     trust_changed: TrustChanged | None = None,
     rpc_call: RpcCaller | None = None,
+    max_artifact_bytes: int = MAX_ARTIFACT_BYTES,
 ) -> FastAPI:
     """Build the management API around an open database.
 
     ``trust_changed`` is called with a project ID after its CA
     certificates change, so the gateway can drop its cached anchors.
     ``rpc_call`` sends calls to devices connected to this process's gateway.
+    ``max_artifact_bytes`` bounds firmware uploads.
     """
     app = FastAPI(
         title="Fleetgate management API",
@@ -61,10 +66,15 @@ def create_app(
         openapi_url="/openapi.json",
     )
     if trust_changed is None:
-        app.state.fleetgate = ApiContext(db=db, rpc_call=rpc_call)
+        app.state.fleetgate = ApiContext(
+            db=db, rpc_call=rpc_call, max_artifact_bytes=max_artifact_bytes
+        )
     else:
         app.state.fleetgate = ApiContext(
-            db=db, trust_changed=trust_changed, rpc_call=rpc_call
+            db=db,
+            trust_changed=trust_changed,
+            rpc_call=rpc_call,
+            max_artifact_bytes=max_artifact_bytes,
         )
 
     for module in (
@@ -77,9 +87,16 @@ def create_app(
         timeline,
         audit,
         pki,
+        artifacts,
+        releases,
     ):
         app.include_router(module.router)
     install_console(app)
     install_error_handlers(app)
-    app.add_middleware(GuardMiddleware)
+    app.add_middleware(
+        GuardMiddleware,
+        body_limits=[
+            (artifacts.UPLOAD_PATH, artifacts.upload_body_limit(max_artifact_bytes))
+        ],
+    )
     return app

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 
+from fleetgate.config import MAX_ARTIFACT_BYTES
 from fleetgate.store.database import Database
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ class ApiContext:
     trust_changed: TrustChanged = _ignore_trust_change
     # The gateway's RpcService.call when it runs in this process.
     rpc_call: RpcCaller | None = None
+    # Largest firmware artifact an upload may carry, in bytes.
+    max_artifact_bytes: int = MAX_ARTIFACT_BYTES
 
 
 def get_context(request: Request) -> ApiContext:

@@ -14,7 +14,8 @@ Three layers produce these bodies:
   problem, which never echoes the values sent;
 - :class:`GuardMiddleware` turns any other exception into 500
   ``internal_error`` with a generic message and logs the traceback.
-  It also rejects request bodies over :data:`MAX_BODY_BYTES` with 413
+  It also rejects request bodies over :data:`MAX_BODY_BYTES`, or over
+  the larger limit of a route that takes uploads, with 413
   ``payload_too_large``.
 """
 
@@ -22,7 +23,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -130,9 +133,17 @@ class GuardMiddleware:
     runs, so an oversized upload is rejected before any route runs.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        body_limits: Sequence[tuple[re.Pattern[str], int]] = (),
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Paths, matched whole, whose bodies may reach another limit.
+        self.body_limits = tuple(body_limits)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run one request through the app under the body limit and the guard."""
@@ -140,13 +151,14 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
 
-        body = await self._read_body(receive)
+        limit = self._limit_for(str(scope.get("path", "")))
+        body = await self._read_body(receive, limit)
         if body is None:
             await self._send_error(
                 send,
                 413,
                 Reason.PAYLOAD_TOO_LARGE,
-                f"cannot accept request: the body exceeds {self.max_body_bytes} bytes",
+                f"cannot accept request: the body exceeds {limit} bytes",
             )
             return
 
@@ -194,18 +206,24 @@ class GuardMiddleware:
                 "internal server error; the server log has the details",
             )
 
-    async def _read_body(self, receive: Receive) -> bytes | None:
+    def _limit_for(self, path: str) -> int:
+        for pattern, limit in self.body_limits:
+            if pattern.fullmatch(path):
+                return limit
+        return self.max_body_bytes
+
+    async def _read_body(self, receive: Receive, limit: int) -> bytes | None:
         chunks: list[bytes] = []
         size = 0
         # Every message but the last carries at least one byte from a
         # well-behaved server, so this many messages always suffice.
-        for _ in range(self.max_body_bytes + 2):
+        for _ in range(limit + 2):
             message = await receive()
             if message["type"] != "http.request":
                 return b"".join(chunks)
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > limit:
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):

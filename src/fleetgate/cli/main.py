@@ -11,6 +11,7 @@ from fleetgate.cli import (
     device_rotate,
     device_simulate,
     devices,
+    ota,
     pki,
     projects,
     providers,
@@ -32,6 +33,7 @@ app.add_typer(devices.app, name="device")
 app.add_typer(pki.app, name="pki")
 app.add_typer(apikeys.app, name="apikey")
 app.add_typer(providers.app, name="provider")
+app.add_typer(ota.app, name="ota")
 devices.app.command("certificates")(device_certificates.certificates)
 devices.app.command("rotate")(device_rotate.rotate)
 devices.app.command("simulate")(device_simulate.simulate)

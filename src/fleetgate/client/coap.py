@@ -8,8 +8,11 @@ cut short by the client's timeout. Piggybacked and separate responses
 (5.2) are both taken, a Reset ends the request, and a CoAP ping (4.3)
 measures a round trip. aiocoap's ``Message`` is used as a codec only.
 
-Limitations: no block-wise transfer (RFC 7959), so a body must fit one
-datagram; no Observe notifications; one request in flight at a time.
+:meth:`DeviceClient.get_blockwise` reads a large response body in
+Block2 blocks (RFC 7959), as the SDK downloads firmware.
+
+Limitations: no Block1, so a request body must fit one datagram; no
+Observe notifications; one request in flight at a time.
 When the server has ended the session (idle timeout, restart), the next
 request raises SessionClosed or RequestTimeout, and the caller makes a
 new client. A client is not thread-safe.
@@ -31,6 +34,7 @@ from aiocoap.error import UnparsableMessage
 from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
+from aiocoap.optiontypes import BlockOption
 
 from fleetgate.client.context import (
     DEFAULT_CIPHERS,
@@ -48,6 +52,11 @@ TOKEN_BYTES = 4
 # Largest CoAP message one DTLS record carries: 2^14 bytes of plaintext
 # (RFC 6347 4.1, RFC 5246 6.2.1), as block-wise transfer is not supported.
 MAX_MESSAGE_BYTES = 16384
+# Block2 SZX 6: 1024-byte blocks, the SDK's default download block size.
+DEFAULT_BLOCK_SZX = 6
+# Largest body get_blockwise puts together: 2^31 - 1 bytes would be the
+# most the SDK's int32_t sizes describe, but a test client holds it in memory.
+MAX_BLOCKWISE_BYTES = 64 * 1024 * 1024
 # Message IDs of separate responses already acknowledged, so that a
 # retransmitted one is acknowledged again instead of reset (RFC 7252 4.5).
 ACKNOWLEDGED_WINDOW = 16
@@ -107,6 +116,9 @@ class CoapReply:
     content_format: int | None = None
     # Seconds the response is fresh; on 5.03 and 4.29, when to retry.
     max_age: int | None = None
+    block2: BlockOption.BlockwiseTuple | None = None
+    etag: bytes | None = None
+    size2: int | None = None
 
     @property
     def successful(self) -> bool:
@@ -204,12 +216,14 @@ class DeviceClient:
         content_format: int | None = None,
         accept: int | None = None,
         confirmable: bool = True,
+        block2: BlockOption.BlockwiseTuple | None = None,
     ) -> CoapReply:
         """Send one request and return its response.
 
         ``path`` is split on "/" into Uri-Path options and on "?" and "&"
-        into Uri-Query options, without percent-decoding. Raises
-        RequestTimeout, RequestRejected or SessionClosed.
+        into Uri-Query options, without percent-decoding. ``block2`` asks
+        for one block of the response body. Raises RequestTimeout,
+        RequestRejected or SessionClosed.
         """
         code = _request_code(method)
         segments, queries = _split_path(path)
@@ -224,6 +238,8 @@ class DeviceClient:
             message.opt.content_format = content_format
         if accept is not None:
             message.opt.accept = accept
+        if block2 is not None:
+            message.opt.block2 = block2
 
         action = f"{code.name} /{path.lstrip('/')}"
         reply = self._exchange(message, action)
@@ -239,6 +255,67 @@ class DeviceClient:
             payload=reply.payload,
             content_format=None if content is None else int(content),
             max_age=None if max_age is None else int(max_age),
+            block2=reply.opt.block2,
+            etag=reply.opt.etag,
+            size2=reply.opt.size2,
+        )
+
+    def get_blockwise(
+        self,
+        path: str,
+        *,
+        accept: int | None = None,
+        szx: int = DEFAULT_BLOCK_SZX,
+        max_bytes: int = MAX_BLOCKWISE_BYTES,
+    ) -> CoapReply:
+        """GET ``path`` block by block (RFC 7959, 2.4) and return the whole body.
+
+        Each block is its own confirmable GET with Block2 ``szx``, as
+        Golioth's firmware SDK downloads. Raises RequestRejected when the
+        ETag changes between blocks, because the body changed under the
+        transfer, or when the body would exceed ``max_bytes``. An error
+        response is returned as it came.
+        """
+        if not 0 <= szx <= DEFAULT_BLOCK_SZX:
+            raise ValueError(f"szx must be 0 to {DEFAULT_BLOCK_SZX}, not {szx}")
+        body = bytearray()
+        first: CoapReply | None = None
+        number = 0
+        while True:
+            block = BlockOption.BlockwiseTuple(number, False, szx)
+            reply = self.request("GET", path, accept=accept, block2=block)
+            if not reply.successful:
+                return reply
+            if first is None:
+                first = reply
+            elif reply.etag != first.etag:
+                raise RequestRejected(
+                    f"cannot GET /{path.lstrip('/')}: its ETag changed at "
+                    f"block {number}, so the body changed during the transfer"
+                )
+            body.extend(reply.payload)
+            if len(body) > max_bytes:
+                raise RequestRejected(
+                    f"cannot GET /{path.lstrip('/')}: the body exceeds "
+                    f"{max_bytes} bytes"
+                )
+            if reply.block2 is None or not reply.block2.more:
+                break
+            if not reply.payload:
+                raise RequestRejected(
+                    f"cannot GET /{path.lstrip('/')}: block {number} is empty "
+                    "but has the More flag"
+                )
+            # The server may answer with smaller blocks than asked for.
+            szx = reply.block2.size_exponent
+            number = len(body) // reply.block2.size
+        return CoapReply(
+            code=first.code,
+            payload=bytes(body),
+            content_format=first.content_format,
+            max_age=first.max_age,
+            etag=first.etag,
+            size2=first.size2,
         )
 
     def ping(self) -> float:

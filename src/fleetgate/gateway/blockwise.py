@@ -10,6 +10,9 @@ the value changed between blocks (RFC 7252 section 5.10.6). Block 0
 carries Size2, the size of the whole body (section 4). Golioth's
 firmware SDK fetches large resources this way: each block is its own
 GET with Block2 SZX 6 and the token of block 0 (``src/coap_client.c``).
+A resource too large to render whole, such as a firmware image, reads
+only the requested block and returns it with its Block2 option set,
+which is passed on untouched.
 
 Block1: a request body sent in blocks is put together per session and
 resource (method, Uri-Path and Uri-Query) and handed to the resource once
@@ -131,6 +134,8 @@ class BlockwiseTransfers:
         block1 = request.opt.block1
         if block1 is not None and not block1.more:
             response = dataclasses.replace(response, block1=block1)
+        if response.block2 is not None:
+            return response  # the resource cut the block itself
         return self._slice(request.opt.block2, response)
 
     def _slice(self, requested: Block | None, response: CoapResponse) -> CoapResponse:

@@ -358,6 +358,7 @@ class DeviceLink:
             accept=_int_or_none(message.opt.accept),
             observe=message.opt.observe,
             query=tuple(message.opt.uri_query),
+            block2=message.opt.block2,
         )
         try:
             return await handler(request)

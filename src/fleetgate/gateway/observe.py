@@ -1,4 +1,6 @@
-"""Observe (RFC 7641) on LightDB State (``.d``), settings (``.c``) and RPC (``.rpc``).
+"""Observe (RFC 7641) on LightDB State, settings, RPC and OTA manifests.
+
+The observable prefixes are ``.d``, ``.c``, ``.rpc`` and ``.u``.
 
 A GET with Observe 0 on an observable path registers the device as an
 observer of that path under the request's token, when the response is
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OBSERVABLE_PREFIXES = frozenset({".d", ".c", ".rpc"})
+OBSERVABLE_PREFIXES = frozenset({".d", ".c", ".rpc", ".u"})
 MAX_OBSERVATIONS_PER_SESSION = 16
 # RFC 7641 section 4.4: sequence numbers are 24-bit.
 SEQUENCE_MODULUS = 1 << 24

@@ -50,6 +50,8 @@ class CoapRequest:
     accept: int | None = None
     observe: int | None = None
     query: tuple[str, ...] = ()
+    # The Block2 option, for a resource that cuts its own blocks.
+    block2: BlockOption.BlockwiseTuple | None = None
 
 
 @dataclasses.dataclass(frozen=True)

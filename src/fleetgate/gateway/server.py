@@ -38,6 +38,7 @@ from fleetgate.gateway.dtls import DtlsListener, DtlsSession
 from fleetgate.gateway.resources import ConnectedDevice, Router
 from fleetgate.gateway.services.csr import CsrService
 from fleetgate.gateway.services.logs import LogService
+from fleetgate.gateway.services.ota import OtaService
 from fleetgate.gateway.services.rpc import RpcService
 from fleetgate.gateway.services.settings import SettingsService
 from fleetgate.gateway.services.state import StateService
@@ -48,7 +49,7 @@ from fleetgate.gateway.trust import TrustCache
 from fleetgate.pki.verify import ChainVerifier, VerifiedDevice
 from fleetgate.providers.sync import ProviderSyncLoop
 from fleetgate.store import certificates, devices
-from fleetgate.store.changes import settings_changes, state_changes
+from fleetgate.store.changes import ota_changes, settings_changes, state_changes
 from fleetgate.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Gateway:
         self.router.add(".s", StreamService(db, logs=self.logs.handle).handle)
         self.router.add("v1", CsrService(db, mtu=settings.mtu).handle)
         self.router.add(".c", SettingsService(db).handle)
+        self.router.add(".u", OtaService(db).handle)
         # Keeps CA certificates of local and AWS providers in sync.
         self.provider_sync = ProviderSyncLoop(db)
         self.connection_log = ConnectionLog(db, settings.connection_log)
@@ -102,6 +104,7 @@ class Gateway:
         self._transport: asyncio.DatagramTransport | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._unsubscribe_settings: Callable[[], None] | None = None
+        self._unsubscribe_ota: Callable[[], None] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -145,6 +148,7 @@ class Gateway:
             self.endpoint.observers.state_changed
         )
         self._unsubscribe_settings = settings_changes.subscribe(self._settings_changed)
+        self._unsubscribe_ota = ota_changes.subscribe(self._ota_changed)
         host, port = self.address
         log.info("device gateway listening on udp %s port %d", host, port)
 
@@ -157,6 +161,9 @@ class Gateway:
         if self._unsubscribe_settings is not None:
             self._unsubscribe_settings()
             self._unsubscribe_settings = None
+        if self._unsubscribe_ota is not None:
+            self._unsubscribe_ota()
+            self._unsubscribe_ota = None
         if self.listener is not None:
             self.listener.close()
         # After the listener, so that the session ends are written too.
@@ -167,6 +174,10 @@ class Gateway:
     def _settings_changed(self, project_id: str, path: tuple[str, ...]) -> None:
         device_id = path[0] if path else None
         self.endpoint.observers.resource_changed(".c", project_id, device_id)
+
+    def _ota_changed(self, project_id: str, path: tuple[str, ...]) -> None:
+        device_id = path[0] if path else None
+        self.endpoint.observers.resource_changed(".u", project_id, device_id)
 
     def _authenticate(
         self,
