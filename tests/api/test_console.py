@@ -268,6 +268,21 @@ def test_sign_out_ends_session(acme_browser: TestClient, database: Database) -> 
 # CSRF.
 
 
+def test_every_form_carries_session_token(
+    acme_browser: TestClient, database: Database, device: devices.DeviceRecord
+) -> None:
+    certificates.add_ca_certificate(database, "acme", make_root().pem)
+    token = csrf_token(acme_browser, "/console/projects/acme")
+    for path in (
+        "/console/projects/acme/certificates",
+        f"/console/projects/acme/devices/{device.id}",
+    ):
+        page = acme_browser.get(path).text
+        forms = page.count('method="post"')
+        assert forms >= 2, path
+        assert page.count(f'name="csrf_token" value="{token}"') == forms, path
+
+
 def test_post_without_csrf_token_is_forbidden(
     acme_browser: TestClient, database: Database, device: devices.DeviceRecord
 ) -> None:

@@ -22,7 +22,14 @@ from fleetgate.api.console.visitor import (
 from fleetgate.api.context import ContextDep
 from fleetgate.api.routes.state import parse_value
 from fleetgate.errors import InvalidInput
-from fleetgate.store import devices, issued_certificates, projects, state, stream
+from fleetgate.store import (
+    connections,
+    devices,
+    issued_certificates,
+    projects,
+    state,
+    stream,
+)
 from fleetgate.store.database import MAX_PAGE
 
 router = APIRouter(
@@ -33,6 +40,8 @@ router = APIRouter(
 
 PER_PAGE = 25
 STREAM_RECORDS_SHOWN = 20
+# Accepted handshakes read to list the certificates a device connected with.
+HANDSHAKES_READ = 200
 
 
 @router.get("")
@@ -153,6 +162,7 @@ def _device_page(
             "issued": issued_certificates.list_issued_certificates(
                 context.db, project_id, device_id
             ),
+            "presented": _presented_certificates(context, project_id, device),
             "document": document,
             "draft": draft
             if draft is not None
@@ -164,3 +174,23 @@ def _device_page(
         visitor=visitor,
         status_code=status_code,
     )
+
+
+def _presented_certificates(
+    context: ContextDep, project_id: str, device: devices.DeviceRecord
+) -> list[connections.ConnectionEvent]:
+    """Return the latest accepted handshake of each certificate, newest first."""
+    if device.certificate_id is None:
+        return []
+    handshakes = connections.list_events(
+        context.db,
+        project_id,
+        result=connections.ConnectionResult.ACCEPTED,
+        certificate_id=device.certificate_id,
+        limit=HANDSHAKES_READ,
+    )
+    latest: dict[str, connections.ConnectionEvent] = {}
+    for event in handshakes:
+        if event.fingerprint is not None and event.fingerprint not in latest:
+            latest[event.fingerprint] = event
+    return list(latest.values())

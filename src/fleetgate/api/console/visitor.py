@@ -154,4 +154,3 @@ def check_sign_in_token(request: Request, presented: str) -> None:
         return
     if not hmac.compare_digest(presented.encode(), expected.encode()):
         reject_forgery(request, "the sign-in form's token does not match its cookie")
-
