@@ -85,6 +85,8 @@ class Reason(enum.StrEnum):
     CRL_EXPIRED = "crl_expired"
     CHAIN_INVALID = "chain_invalid"
     CA_ALREADY_REGISTERED = "ca_already_registered"
+    # A certificate explained in one project whose O names another.
+    WRONG_PROJECT = "wrong_project"
 
     # Handshakes that fail before or besides chain verification.
     NO_CLIENT_CERTIFICATE = "no_client_certificate"
@@ -92,6 +94,8 @@ class Reason(enum.StrEnum):
 
     # Devices.
     DEVICE_DISABLED = "device_disabled"
+    # The project creates devices only for certificate IDs in a manifest.
+    NOT_IN_MANIFEST = "not_in_manifest"
 
     # Certificate signing requests and their issuing.
     MALFORMED_CSR = "malformed_csr"

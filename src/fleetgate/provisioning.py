@@ -9,7 +9,12 @@ record, in this order:
    certificate ID yet, which adopts it (an operator pre-provisioned it);
 3. else a new device named after the certificate ID or, when a device
    with another certificate ID has that name, the certificate ID plus
-   ``-`` and six random hex digits.
+   ``-`` and six random hex digits. A project with ``require_manifest``
+   creates one only for a certificate ID listed in a manufacturing
+   manifest, and rejects the others with ``not_in_manifest``.
+
+:func:`preview_association` tells which of these would apply, without
+writing anything.
 
 The rule is race-free without application locks. The database enforces
 unique (project, certificate ID) and (project, name), so of two first
@@ -18,8 +23,8 @@ gets an integrity error, rolls back and runs the rule again, and then
 finds the winner's device in step 1.
 
 What is written when: creating or adopting a device, and a connection
-with another certificate fingerprint or expiry than the stored ones,
-write the device row at once. A known device reconnecting with the same
+with another certificate fingerprint, expiry or CA chain than the stored
+ones, write the device row at once. A known device reconnecting with the same
 certificate costs one read, and its ``last_seen_at`` is written only
 when the stored value is ``LAST_SEEN_RESOLUTION`` (60 s) or more older
 than the connection. So the stored ``last_seen_at`` lags the latest
@@ -33,13 +38,17 @@ import dataclasses
 import datetime as dt
 import logging
 import secrets
+from collections.abc import Sequence
+from typing import Literal
 
+from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fleetgate.errors import Conflict, DeviceRejected, Reason
+from fleetgate.errors import Conflict, DeviceRejected, NotFound, Reason
 from fleetgate.pki.identity import validate_certificate_id
+from fleetgate.store import manifests
 from fleetgate.store.database import Database
 from fleetgate.store.models import Device, Project
 
@@ -56,6 +65,37 @@ SUFFIX_HEX_DIGITS = 6
 # Connections of a known device closer together than this share one
 # last-seen write, so a reconnect storm reads the store without writing.
 LAST_SEEN_RESOLUTION = dt.timedelta(seconds=60)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainCa:
+    """A CA certificate of a device's verified chain, as the device row records it."""
+
+    fingerprint: str
+    subject: str
+    not_after: dt.datetime
+
+    def to_json(self) -> dict[str, str]:
+        """Render as the JSON object stored in ``devices.ca_chain``."""
+        return {
+            "fingerprint": self.fingerprint,
+            "subject": self.subject,
+            "notAfter": self.not_after.isoformat(),
+        }
+
+
+def chain_cas(
+    certificates: Sequence[x509.Certificate], fingerprints: Sequence[str]
+) -> tuple[ChainCa, ...]:
+    """Pair the CA certificates of a verified chain with their fingerprints."""
+    return tuple(
+        ChainCa(
+            fingerprint=cert_fingerprint,
+            subject=cert.subject.rfc4514_string(),
+            not_after=cert.not_valid_after_utc,
+        )
+        for cert, cert_fingerprint in zip(certificates, fingerprints, strict=True)
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,12 +118,15 @@ def associate(
     fingerprint: str,
     not_after: dt.datetime,
     now: dt.datetime | None = None,
+    ca_chain: Sequence[ChainCa] | None = None,
 ) -> AssociatedDevice:
     """Find, adopt or create the device of an authenticated certificate.
 
-    Records the connection time and the certificate's fingerprint and
-    expiry on the device. Raises DeviceRejected when the device is
-    disabled or the project does not exist.
+    Records the connection time, the certificate's fingerprint and
+    expiry and, when given, the CA certificates of its chain on the
+    device. Raises DeviceRejected when the device is disabled, the
+    project does not exist, or the project requires a manifest that does
+    not list a new certificate ID.
     """
     certificate_id = validate_certificate_id(certificate_id)
     seen_at = now or dt.datetime.now(dt.UTC)
@@ -97,6 +140,9 @@ def associate(
         fingerprint=fingerprint,
         not_after=not_after,
         now=seen_at,
+        ca_fingerprints=(
+            None if ca_chain is None else [ca.fingerprint for ca in ca_chain]
+        ),
     )
     if current is not None:
         return current
@@ -112,6 +158,7 @@ def associate(
                     fingerprint=fingerprint,
                     not_after=not_after,
                     seen_at=seen_at,
+                    ca_chain=ca_chain,
                 )
         except IntegrityError as exc:
             # Another connection created or adopted a device with this
@@ -151,14 +198,19 @@ def associate_known(
     fingerprint: str,
     not_after: dt.datetime,
     now: dt.datetime,
+    ca_fingerprints: Sequence[str] | None = None,
 ) -> AssociatedDevice | None:
     """Return the device of a known certificate when no write is due, else None.
 
     Only reads the store. Raises DeviceRejected when that device is
     disabled. None means :func:`associate` must run to write the change.
+    ``ca_fingerprints`` None leaves the recorded CA chain out of the
+    comparison.
     """
     known = _known_device(db, project_id, certificate_id)
     if known is None or not _is_current(known, fingerprint, not_after, now):
+        return None
+    if ca_fingerprints is not None and known.ca_fingerprints != list(ca_fingerprints):
         return None
     if not known.enabled:
         raise _disabled(known.id, project_id, certificate_id, fingerprint)
@@ -180,8 +232,10 @@ def _associate_once(
     fingerprint: str,
     not_after: dt.datetime,
     seen_at: dt.datetime,
+    ca_chain: Sequence[ChainCa] | None,
 ) -> AssociatedDevice:
-    if session.get(Project, project_id) is None:
+    project = session.get(Project, project_id)
+    if project is None:
         raise DeviceRejected(
             f"cannot associate device: project {project_id!r} does not exist",
             reason=Reason.UNKNOWN_PROJECT,
@@ -211,6 +265,20 @@ def _associate_once(
         )
         adopted = device is not None
     if device is None:
+        # The one extra lookup on the handshake path, and only here,
+        # where a new device would be created.
+        if project.require_manifest and not manifests.is_listed(
+            session, project_id, certificate_id
+        ):
+            raise DeviceRejected(
+                f"cannot create a device for certificate ID {certificate_id!r}: "
+                f"project {project_id!r} requires a manifest, and no batch "
+                "lists it",
+                reason=Reason.NOT_IN_MANIFEST,
+                project_id=project_id,
+                certificate_id=certificate_id,
+                fingerprint=fingerprint,
+            )
         device = Device(
             project_id=project_id,
             name=_free_name(session, project_id, certificate_id),
@@ -230,6 +298,10 @@ def _associate_once(
     device.last_seen_at = seen_at
     device.last_certificate_fingerprint = fingerprint
     device.last_certificate_not_after = not_after
+    if ca_chain is not None:
+        recorded = [ca.to_json() for ca in ca_chain]
+        if device.ca_chain != recorded:
+            device.ca_chain = recorded
     # Flushing here surfaces a lost race as IntegrityError inside the
     # retry loop, and assigns the new device its ID.
     session.flush()
@@ -252,6 +324,11 @@ class _KnownDevice:
     last_seen_at: dt.datetime | None
     fingerprint: str | None
     not_after: dt.datetime | None
+    ca_chain: list[dict[str, str]] | None
+
+    @property
+    def ca_fingerprints(self) -> list[str]:
+        return [ca["fingerprint"] for ca in self.ca_chain or []]
 
 
 def _known_device(
@@ -265,6 +342,7 @@ def _known_device(
         Device.last_seen_at,
         Device.last_certificate_fingerprint,
         Device.last_certificate_not_after,
+        Device.ca_chain,
     ).where(Device.project_id == project_id, Device.certificate_id == certificate_id)
     with db.session(read_only=True) as session:
         row = session.execute(query).one_or_none()
@@ -325,3 +403,76 @@ def _name_taken(session: Session, project_id: str, name: str) -> bool:
         Device.project_id == project_id, Device.name == name
     )
     return session.scalar(query) is not None
+
+
+AssociationRule = Literal["existing", "adopt", "create", "create_with_suffix"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AssociationPreview:
+    """Which association rule a certificate ID would meet, and its outcome.
+
+    ``reason`` is set when the device would be rejected after the rule
+    matched: a disabled device, or a certificate ID missing from the
+    manifest that the project requires. For ``create_with_suffix`` the
+    name shows the random part as ``XXXXXX``.
+    """
+
+    rule: AssociationRule
+    device_id: str | None
+    device_name: str
+    reason: Reason | None = None
+    detail: str = ""
+
+
+def preview_association(
+    db: Database, *, project_id: str, certificate_id: str
+) -> AssociationPreview:
+    """Tell what :func:`associate` would do for ``certificate_id``; writes nothing."""
+    certificate_id = validate_certificate_id(certificate_id)
+    in_project = Device.project_id == project_id
+    with db.session(read_only=True) as session:
+        project = session.get(Project, project_id)
+        if project is None:
+            raise NotFound(f"cannot find project {project_id!r}")
+        device = session.scalar(
+            select(Device).where(in_project, Device.certificate_id == certificate_id)
+        )
+        rule: AssociationRule = "existing"
+        if device is None:
+            device = session.scalar(
+                select(Device).where(
+                    in_project,
+                    Device.name == certificate_id,
+                    Device.certificate_id.is_(None),
+                )
+            )
+            rule = "adopt"
+        if device is not None:
+            if device.enabled:
+                return AssociationPreview(rule, device.id, device.name)
+            return AssociationPreview(
+                rule,
+                device.id,
+                device.name,
+                Reason.DEVICE_DISABLED,
+                f"device {device.id} is disabled",
+            )
+
+        taken = _name_taken(session, project_id, certificate_id)
+        rule = "create_with_suffix" if taken else "create"
+        name = (
+            f"{certificate_id}-{'X' * SUFFIX_HEX_DIGITS}" if taken else certificate_id
+        )
+        if project.require_manifest and not manifests.is_listed(
+            session, project_id, certificate_id
+        ):
+            return AssociationPreview(
+                rule,
+                None,
+                name,
+                Reason.NOT_IN_MANIFEST,
+                "the project requires a manifest, and no batch lists this "
+                "certificate ID",
+            )
+        return AssociationPreview(rule, None, name)

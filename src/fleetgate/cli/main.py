@@ -11,6 +11,7 @@ from fleetgate.cli import (
     device_rotate,
     device_simulate,
     devices,
+    explain,
     ota,
     pki,
     projects,
@@ -36,6 +37,7 @@ app.add_typer(providers.app, name="provider")
 app.add_typer(ota.app, name="ota")
 devices.app.command("certificates")(device_certificates.certificates)
 devices.app.command("rotate")(device_rotate.rotate)
+pki.app.command("explain")(explain.explain)
 devices.app.command("simulate")(device_simulate.simulate)
 app.command("serve")(serve.serve)
 

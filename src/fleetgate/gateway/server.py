@@ -213,6 +213,7 @@ class Gateway:
             fingerprint=identity.fingerprint,
             not_after=identity.not_after,
             now=_utcnow(),
+            ca_fingerprints=identity.ca_fingerprints,
         )
         if device is None:
             device = await asyncio.to_thread(
@@ -222,6 +223,9 @@ class Gateway:
                 certificate_id=identity.certificate_id,
                 fingerprint=identity.fingerprint,
                 not_after=identity.not_after,
+                ca_chain=provisioning.chain_cas(
+                    identity.chain[1:], identity.ca_fingerprints
+                ),
             )
         log.debug(
             "device connected project=%s cert_id=%s device=%s",

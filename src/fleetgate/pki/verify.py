@@ -38,7 +38,7 @@ import datetime as dt
 import itertools
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -124,6 +124,24 @@ class VerifiedDevice:
     anchor_fingerprint: str
     # Leaf first, the registered anchor last.
     chain: tuple[x509.Certificate, ...]
+    # Fingerprints of chain[1:]: the leaf's issuer first, the anchor last.
+    ca_fingerprints: tuple[str, ...] = ()
+
+
+# Receives the outcome of each rule when a chain is explained: the depth
+# of the certificate (0 for the device's), the rule's name, and the
+# violation or None when the rule holds. Verification passes none, and
+# then the first broken rule raises.
+Report = Callable[[int, str, PolicyViolation | None], None]
+
+
+@dataclass(frozen=True)
+class CandidatePath:
+    """A path OpenSSL built to some of the anchors, or why it built none."""
+
+    path: list[tuple[x509.Certificate, str]]
+    anchors: Sequence[_PreparedAnchor]
+    violation: PolicyViolation | None = None
 
 
 @dataclass(frozen=True)
@@ -240,6 +258,7 @@ class ChainVerifier:
             not_after=leaf.not_valid_after_utc,
             anchor_fingerprint=path[-1][1],
             chain=tuple(cert for cert, _ in path),
+            ca_fingerprints=tuple(cert_fingerprint for _, cert_fingerprint in path[1:]),
         )
 
     def _verify(
@@ -252,38 +271,20 @@ class ChainVerifier:
         now: dt.datetime,
     ) -> list[tuple[x509.Certificate, str]]:
         policy = trust.policy
-        _check_leaf(leaf, policy, now)
-        # One more than the depth allows, so a device may include its root.
-        if len(untrusted) > policy.max_chain_depth + 1:
-            raise PolicyViolation(
-                Reason.CHAIN_TOO_LONG,
-                f"device sent {len(untrusted)} certificates besides its own; "
-                f"the project allows at most {policy.max_chain_depth} CA "
-                "certificates above the device",
-            )
-        anchors = self._prepared_for(subject.project_id, trust)
-        if not anchors:
-            raise PolicyViolation(
-                Reason.UNKNOWN_CA,
-                f"project {subject.project_id!r} has no enabled CA certificates",
-            )
+        check_leaf(leaf, policy, now)
+        self.check_sent(untrusted, trust, subject.project_id)
 
-        sent = [(cert, cert.public_bytes(Encoding.DER)) for cert in untrusted]
-        if openssl_chain is None:
-            openssl_leaf = crypto.X509.from_cryptography(leaf)
-            openssl_untrusted = [
-                crypto.load_certificate(crypto.FILETYPE_ASN1, der) for _, der in sent
-            ]
-        else:
-            openssl_leaf, *openssl_untrusted = openssl_chain
-        candidates = _Candidates(leaf, sent)
         first_violation: PolicyViolation | None = None
-        for attempt, subset in enumerate(_anchor_subsets(anchors)):
+        candidates = self.candidate_paths(
+            leaf, untrusted, trust, subject.project_id, now, openssl_chain
+        )
+        for attempt, candidate in enumerate(candidates):
             try:
-                chain = self._build_path(subset, openssl_leaf, openssl_untrusted)
-                path = candidates.resolve(chain, subset)
-                _check_path(path, subset, policy, now)
-                _check_revocation(path, trust.revoked)
+                if candidate.violation is not None:
+                    raise candidate.violation
+                check_path(
+                    candidate.path, candidate.anchors, policy, now, trust.revoked
+                )
             except PolicyViolation as exc:
                 first_violation = first_violation or exc
                 continue
@@ -293,9 +294,62 @@ class ChainVerifier:
                     attempt,
                     subject.project_id,
                 )
-            return path
+            return candidate.path
         assert first_violation is not None
         raise first_violation
+
+    def check_sent(
+        self,
+        untrusted: Sequence[x509.Certificate],
+        trust: ProjectTrust,
+        project_id: str,
+        report: Report | None = None,
+    ) -> None:
+        """Check how many certificates the device sent and that anchors exist."""
+        _apply(report, 1, "certificates sent", _check_sent_length, untrusted, trust)
+        _apply(
+            report,
+            1,
+            "enabled CA certificates",
+            _check_has_anchors,
+            self._prepared_for(project_id, trust),
+            project_id,
+        )
+
+    def candidate_paths(
+        self,
+        leaf: x509.Certificate,
+        untrusted: Sequence[x509.Certificate],
+        trust: ProjectTrust,
+        project_id: str,
+        now: dt.datetime,
+        openssl_chain: list[crypto.X509] | None = None,
+    ) -> Iterator[CandidatePath]:
+        """Yield the path built to all anchors, then to each same-subject variant.
+
+        The caller runs :func:`check_path` on each; the first path that
+        passes is the verified one.
+        """
+        anchors = self._prepared_for(project_id, trust)
+        if not anchors:
+            return
+        sent = [(cert, cert.public_bytes(Encoding.DER)) for cert in untrusted]
+        if openssl_chain is None:
+            openssl_leaf = crypto.X509.from_cryptography(leaf)
+            openssl_untrusted = [
+                crypto.load_certificate(crypto.FILETYPE_ASN1, der) for _, der in sent
+            ]
+        else:
+            openssl_leaf, *openssl_untrusted = openssl_chain
+        candidates = _Candidates(leaf, sent)
+        for subset in _anchor_subsets(anchors):
+            try:
+                chain = self._build_path(subset, openssl_leaf, openssl_untrusted)
+                path = candidates.resolve(chain, subset)
+            except PolicyViolation as exc:
+                yield CandidatePath(path=[], anchors=subset, violation=exc)
+                continue
+            yield CandidatePath(path=path, anchors=subset)
 
     def _build_path(
         self,
@@ -387,26 +441,109 @@ class ChainVerifier:
         return store
 
 
-def _check_leaf(
-    leaf: x509.Certificate, policy: VerificationPolicy, now: dt.datetime
+def _apply(
+    report: Report | None,
+    depth: int,
+    name: str,
+    rule: Callable[..., None],
+    *args: object,
 ) -> None:
+    """Run one rule: raise its violation, or hand the outcome to ``report``."""
+    if report is None:
+        rule(*args)
+        return
+    try:
+        rule(*args)
+    except PolicyViolation as exc:
+        report(depth, name, exc)
+        return
+    report(depth, name, None)
+
+
+def check_leaf(
+    leaf: x509.Certificate,
+    policy: VerificationPolicy,
+    now: dt.datetime,
+    report: Report | None = None,
+) -> None:
+    """Apply the rules on the device certificate, in the order verify() does."""
     role = "device certificate"
-    rules.check_serial(leaf, role)
-    rules.check_leaf_shape(leaf, require_v3=policy.require_v3)
-    rules.check_key(leaf, role)
-    rules.check_signature_algorithm(leaf, role)
-    rules.check_validity(
+    _apply(report, 0, "serial number", rules.check_serial, leaf, role)
+    _apply(
+        report,
+        0,
+        "version and extensions",
+        _check_leaf_shape,
         leaf,
+        policy.require_v3,
+    )
+    _apply(report, 0, "key type", rules.check_key, leaf, role)
+    _apply(
+        report, 0, "signature algorithm", rules.check_signature_algorithm, leaf, role
+    )
+    _apply(
+        report,
+        0,
+        "validity period",
+        _check_validity,
+        leaf,
+        role,
+        policy,
+        now,
+        Reason.EXPIRED,
+        Reason.NOT_YET_VALID,
+    )
+    _apply(report, 0, "not self-signed", _check_not_self_signed, leaf)
+
+
+def _check_leaf_shape(leaf: x509.Certificate, require_v3: bool) -> None:
+    rules.check_leaf_shape(leaf, require_v3=require_v3)
+
+
+def _check_validity(
+    cert: x509.Certificate,
+    role: str | rules.Role,
+    policy: VerificationPolicy,
+    now: dt.datetime,
+    expired: Reason,
+    not_yet_valid: Reason,
+) -> None:
+    rules.check_validity(
+        cert,
         now,
         policy.clock_skew,
         role=role,
-        expired=Reason.EXPIRED,
-        not_yet_valid=Reason.NOT_YET_VALID,
+        expired=expired,
+        not_yet_valid=not_yet_valid,
     )
+
+
+def _check_not_self_signed(leaf: x509.Certificate) -> None:
     # Rejected before OpenSSL, which under PARTIAL_CHAIN would trust a
     # self-signed leaf that is also registered.
     if rules.is_self_signed(leaf):
         raise PolicyViolation(Reason.UNKNOWN_CA, "device certificate is self-signed")
+
+
+def _check_sent_length(
+    untrusted: Sequence[x509.Certificate], trust: ProjectTrust
+) -> None:
+    # One more than the depth allows, so a device may include its root.
+    if len(untrusted) > trust.policy.max_chain_depth + 1:
+        raise PolicyViolation(
+            Reason.CHAIN_TOO_LONG,
+            f"device sent {len(untrusted)} certificates besides its own; "
+            f"the project allows at most {trust.policy.max_chain_depth} CA "
+            "certificates above the device",
+        )
+
+
+def _check_has_anchors(anchors: Sequence[_PreparedAnchor], project_id: str) -> None:
+    if not anchors:
+        raise PolicyViolation(
+            Reason.UNKNOWN_CA,
+            f"project {project_id!r} has no enabled CA certificates",
+        )
 
 
 def _anchor_violation(
@@ -481,59 +618,92 @@ class _Candidates:
         return self._sent_by_der
 
 
-def _check_path(
+def check_path(
     path: list[tuple[x509.Certificate, str]],
     anchors: Sequence[_PreparedAnchor],
     policy: VerificationPolicy,
     now: dt.datetime,
+    revoked: Mapping[str, frozenset[int]],
+    report: Report | None = None,
 ) -> None:
+    """Apply the rules on a built path, in the order verify() does."""
     registered = {anchor.fingerprint: anchor for anchor in anchors}
+    top = len(path) - 1
+    _apply(report, top, "registered anchor", _check_anchor, path, registered)
+    _apply(report, top, "chain length", _check_length, top, policy)
+    for depth, (cert, cert_fingerprint) in enumerate(path[1:], start=1):
+        anchor = registered.get(cert_fingerprint)
+        if anchor is not None:
+            role = _registered_role(cert, cert_fingerprint)
+            _apply(report, depth, "CA rules", _check_anchor_rules, anchor)
+        else:
+            role = rules.Role("CA certificate", cert, " sent by the device")
+            _apply(report, depth, "CA rules", _check_ca_rules, cert, role)
+        _apply(
+            report,
+            depth,
+            "validity period",
+            _check_validity,
+            cert,
+            role,
+            policy,
+            now,
+            Reason.CA_EXPIRED,
+            Reason.CA_NOT_YET_VALID,
+        )
+    if not revoked:
+        return
+    # RFC 5280, section 6.3.3: a CRL lists serials of one issuer, so each
+    # certificate is looked up in the CRL of the one above it.
+    for depth, ((cert, _), (_, issuer_fingerprint)) in enumerate(
+        itertools.pairwise(path)
+    ):
+        serials = revoked.get(issuer_fingerprint)
+        if serials is not None:
+            _apply(
+                report,
+                depth,
+                "revocation",
+                _check_not_revoked,
+                cert,
+                serials,
+                issuer_fingerprint,
+            )
+
+
+def _check_anchor(
+    path: list[tuple[x509.Certificate, str]], registered: Mapping[str, object]
+) -> None:
     # OpenSSL returns a one-certificate path only for a leaf in the store.
     if len(path) < 2 or path[-1][1] not in registered:
         raise PolicyViolation(
             Reason.UNKNOWN_CA, "the path does not end at a registered CA certificate"
         )
-    if len(path) - 1 > policy.max_chain_depth:
+
+
+def _check_length(top: int, policy: VerificationPolicy) -> None:
+    if top > policy.max_chain_depth:
         raise PolicyViolation(
             Reason.CHAIN_TOO_LONG,
-            f"the path has {len(path) - 1} CA certificates above the device; "
+            f"the path has {top} CA certificates above the device; "
             f"the project allows at most {policy.max_chain_depth}",
         )
 
-    for cert, cert_fingerprint in path[1:]:
-        anchor = registered.get(cert_fingerprint)
-        if anchor is not None:
-            role = _registered_role(cert, cert_fingerprint)
-            if anchor.violation is not None:
-                raise anchor.violation
-        else:
-            role = rules.Role("CA certificate", cert, " sent by the device")
-            _check_ca_rules(cert, role)
-        rules.check_validity(
-            cert,
-            now,
-            policy.clock_skew,
-            role=role,
-            expired=Reason.CA_EXPIRED,
-            not_yet_valid=Reason.CA_NOT_YET_VALID,
-        )
+
+def _check_anchor_rules(anchor: _PreparedAnchor) -> None:
+    if anchor.violation is not None:
+        raise anchor.violation
 
 
-def _check_revocation(
-    path: list[tuple[x509.Certificate, str]], revoked: Mapping[str, frozenset[int]]
+def _check_not_revoked(
+    cert: x509.Certificate, serials: frozenset[int], issuer_fingerprint: str
 ) -> None:
-    # RFC 5280, section 6.3.3: a CRL lists serials of one issuer, so each
-    # certificate is looked up in the CRL of the one above it.
-    if not revoked:
-        return
-    for (cert, _), (_, issuer_fingerprint) in itertools.pairwise(path):
-        serials = revoked.get(issuer_fingerprint)
-        if serials is not None and cert.serial_number in serials:
-            raise PolicyViolation(
-                Reason.REVOKED,
-                f"certificate with serial {cert.serial_number:#x} is revoked "
-                f"by the CRL of CA certificate {issuer_fingerprint[:16]}",
-            )
+    if cert.serial_number in serials:
+        raise PolicyViolation(
+            Reason.REVOKED,
+            f"certificate with serial {cert.serial_number:#x} is revoked "
+            f"by the CRL of CA certificate {issuer_fingerprint[:16]}",
+        )
 
 
 def _check_ca_rules(cert: x509.Certificate, role: rules.Role) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
@@ -90,6 +91,11 @@ class Project(Base):
     id: Mapped[str] = mapped_column(String(63), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     require_v3: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Zero-touch provisioning creates devices only for certificate IDs
+    # listed in a manufacturing manifest.
+    require_manifest: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
@@ -142,6 +148,12 @@ class Device(Base):
     )
     last_certificate_not_after: Mapped[dt.datetime | None] = mapped_column(
         UtcDateTime, nullable=True
+    )
+    # The CA certificates of the last verified chain, the issuer of the
+    # device certificate first and the registered anchor last, each as
+    # {"fingerprint", "subject", "notAfter"}. None until first recorded.
+    ca_chain: Mapped[list[dict[str, str]] | None] = mapped_column(
+        JSON, nullable=True
     )
 
     @validates("certificate_id")
@@ -524,3 +536,55 @@ class ConsoleSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class ManifestEntry(Base):
+    """One certificate ID that a manufacturing batch is expected to contain."""
+
+    __tablename__ = "manifest_entries"
+    __table_args__ = (
+        # Serves the lookup of zero-touch provisioning under require_manifest.
+        UniqueConstraint("project_id", "certificate_id"),
+        Index("ix_manifest_entries_project_id_batch", "project_id", "batch"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE")
+    )
+    batch: Mapped[str] = mapped_column(String(128))
+    certificate_id: Mapped[str] = mapped_column(String(128))
+    serial: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    hardware_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Quarantine(Base):
+    """Devices disabled together, by manifest batch or by CA certificate."""
+
+    __tablename__ = "quarantines"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))  # batch | ca
+    # The batch name, or the CA certificate's fingerprint.
+    target: Mapped[str] = mapped_column(String(128))
+    actor: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    released_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class QuarantinedDevice(Base):
+    """A device that a quarantine disabled and re-enables on release."""
+
+    __tablename__ = "quarantine_devices"
+
+    quarantine_id: Mapped[str] = mapped_column(
+        ForeignKey("quarantines.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+

@@ -1,0 +1,59 @@
+"""``fleetgate pki explain``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from fleet.pki import ProjectPki
+from fleetgate.cli.main import app
+from fleetgate.pki.identity import fingerprint
+from fleetgate.store.database import Database
+
+from .conftest import Invoke
+
+
+def _write(path: Path, chain: list) -> Path:
+    path.write_bytes(b"".join(cert.public_bytes(Encoding.PEM) for cert in chain))
+    return path
+
+
+def test_explain_prints_tables(
+    invoke: Invoke, database: Database, tmp_path: Path
+) -> None:
+    pki = ProjectPki(database)
+    leaf, intermediate = pki.device("sensor-1", via_intermediate=True)
+    cert = _write(tmp_path / "leaf.pem", [leaf])
+    chain = _write(tmp_path / "chain.pem", [intermediate])
+
+    result = invoke(
+        app, "pki", "explain", str(cert), "--chain", str(chain), "-p", "acme"
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "accepted" in result.stdout
+    assert "Fleet Intermediate" in result.stdout
+    assert "at depth 2" in result.stdout
+    assert "creates a device named after the certificate ID" in result.stdout
+
+
+def test_explain_json_matches_api_shape(
+    invoke: Invoke, database: Database, tmp_path: Path
+) -> None:
+    pki = ProjectPki(database)
+    cert = _write(tmp_path / "leaf.pem", pki.device("sensor-1", via_intermediate=True))
+
+    result = invoke(app, "pki", "explain", str(cert), "-p", "acme", "--json")
+
+    body = json.loads(result.stdout)
+    assert body["anchor"]["fingerprint"] == fingerprint(pki.root)
+    assert body["rules"][0]["rule"] == "subject"
+
+
+def test_explain_missing_file_is_one_line(invoke: Invoke, tmp_path: Path) -> None:
+    result = invoke(app, "pki", "explain", str(tmp_path / "no.pem"), "-p", "acme")
+
+    assert result.exit_code == 1
+    assert "cannot read certificate" in result.output
