@@ -28,7 +28,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from fleetgate.errors import InvalidInput, NotFound
@@ -55,21 +55,17 @@ def get_state(
     With ``project_id`` a device of another project is NotFound too.
     """
     steps = _validate_path(path)
-    # One Core query instead of two ORM loads: the row tells both whether
-    # the device exists and, through the outer join, its document.
-    query = (
-        select(DeviceState.document)
-        .select_from(Device)
-        .outerjoin(DeviceState, DeviceState.device_id == Device.id)
-        .where(Device.id == device_id)
-    )
-    if project_id is not None:
-        query = query.where(Device.project_id == project_id)
-    with db.session(read_only=True) as session:
-        row = session.execute(query).one_or_none()
+    # Plain DB-API: this read serves every GET on .d and every Observe
+    # notification, where the ORM session costs several times the query.
+    if project_id is None:
+        row = _STATE_QUERY.fetch_one(db, device_id=device_id)
+    else:
+        row = _STATE_QUERY_IN_PROJECT.fetch_one(
+            db, device_id=device_id, project_id=project_id
+        )
     if row is None:
         raise NotFound(f"cannot find device {device_id!r}{_scope(project_id)}")
-    document = {} if row.document is None else row.document
+    document = _decode_document(row[0])
 
     node: Any = document
     for depth, key in enumerate(steps):
@@ -82,6 +78,58 @@ def get_state(
     # The document was decoded from the row for this call alone, so the
     # caller may keep or change it without a copy.
     return node
+
+
+class _PreparedRead:
+    """A Core SELECT compiled once per dialect into its DB-API SQL text."""
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self._statement = statement
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+
+    def fetch_one(self, db: Database, **params: str) -> tuple[Any, ...] | None:
+        """Run the statement with ``params`` and return its first row."""
+        dialect = db.engine.dialect
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            statement = self._statement.compile(dialect=dialect)
+            # SQLite's "qmark" style binds by position, psycopg's
+            # "pyformat" by name.
+            order = tuple(statement.positiontup or ()) if statement.positional else None
+            compiled = self._compiled[dialect.name] = (str(statement), order)
+        sql, order = compiled
+        bound: Any = params if order is None else tuple(params[n] for n in order)
+        with db.dbapi_cursor() as cursor:
+            cursor.execute(sql, bound)
+            row = cursor.fetchone()
+        return None if row is None else tuple(row)
+
+
+# One query instead of two loads: the row tells both whether the device
+# exists and, through the outer join, its document.
+_STATE_SELECT = (
+    select(DeviceState.document)
+    .select_from(Device)
+    .outerjoin(DeviceState, DeviceState.device_id == Device.id)
+    .where(Device.id == bindparam("device_id"))
+)
+_STATE_QUERY = _PreparedRead(_STATE_SELECT)
+_STATE_QUERY_IN_PROJECT = _PreparedRead(
+    _STATE_SELECT.where(Device.project_id == bindparam("project_id"))
+)
+
+
+def _decode_document(value: Any) -> Any:
+    """Decode a document column as the DB-API returns it.
+
+    SQLite returns the JSON text, psycopg the decoded value. A stored
+    document is always an object, so text is never a decoded value.
+    """
+    if value is None:
+        return {}
+    if isinstance(value, (str, bytes)):
+        return json.loads(value)
+    return value
 
 
 def set_state(
