@@ -8,6 +8,7 @@ from fleetgate.cli import (
     apikeys,
     cas,
     device_certificates,
+    device_connections,
     device_rotate,
     device_simulate,
     devices,
@@ -36,6 +37,7 @@ app.add_typer(apikeys.app, name="apikey")
 app.add_typer(providers.app, name="provider")
 app.add_typer(ota.app, name="ota")
 devices.app.command("certificates")(device_certificates.certificates)
+devices.app.command("connections")(device_connections.connections_)
 devices.app.command("rotate")(device_rotate.rotate)
 pki.app.command("explain")(explain.explain)
 devices.app.command("simulate")(device_simulate.simulate)
