@@ -180,6 +180,7 @@ def coap_client(
     payload_file: Path | None = None,
     output_file: Path | None = None,
     verbose: bool = False,
+    block_size: int | None = None,
 ) -> CoapResult:
     """Send one request with ``coap-client-openssl`` as a certificate device.
 
@@ -208,6 +209,8 @@ def coap_client(
         command += ["-o", str(output_file)]
     if verbose:
         command += ["-v", "6"]
+    if block_size is not None:
+        command += ["-b", str(block_size)]
     if content_format is not None:
         command += ["-t", str(content_format)]
     if accept is not None:
