@@ -13,6 +13,7 @@ from fleetgate.cli import (
     device_simulate,
     devices,
     explain,
+    manifests,
     ota,
     pki,
     projects,
@@ -39,6 +40,7 @@ app.add_typer(ota.app, name="ota")
 devices.app.command("certificates")(device_certificates.certificates)
 devices.app.command("connections")(device_connections.connections_)
 devices.app.command("rotate")(device_rotate.rotate)
+app.add_typer(manifests.app, name="manifest")
 pki.app.command("explain")(explain.explain)
 devices.app.command("simulate")(device_simulate.simulate)
 app.command("serve")(serve.serve)

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from fleetgate.errors import FleetgateError, InvalidInput, NotFound
 from fleetgate.pki.identity import validate_certificate_id
-from fleetgate.store import audit
+from fleetgate.store import audit, connections
 from fleetgate.store.database import Database
 from fleetgate.store.models import Device, ManifestEntry, Project
 from fleetgate.store.projects import require_project
@@ -88,6 +88,8 @@ class ManifestReport:
     unlisted: list[str]
     # (batch, certificate ID) of entries no device has connected with.
     never_seen: list[tuple[str, str]]
+    # Certificate IDs seen from two addresses at once, from the connection log.
+    clone_suspects: list[connections.CloneSuspect]
 
 
 def validate_batch(batch: str) -> str:
@@ -192,7 +194,10 @@ def _json_rows(text: str) -> list[tuple[str, dict[str, Any]]]:
         rows.append(
             (
                 position,
-                {_JSON_ALIASES.get(key, key): value for key, value in item.items()},
+                {
+                    _JSON_ALIASES.get(str(key), str(key)): value
+                    for key, value in item.items()
+                },
             )
         )
     return rows
@@ -426,7 +431,12 @@ def require_manifest(db: Database, project_id: str) -> bool:
 
 
 def manifest_report(db: Database, project_id: str) -> ManifestReport:
-    """Compare the manifest with the devices that have connected."""
+    """Compare the manifest with the devices that have connected.
+
+    Also lists the clone suspects of the connection log, which the
+    gateway records when one certificate ID has live sessions from two
+    addresses.
+    """
     listed = select(ManifestEntry.certificate_id).where(
         ManifestEntry.project_id == project_id
     )
@@ -451,9 +461,12 @@ def manifest_report(db: Database, project_id: str) -> ManifestReport:
             )
             .order_by(ManifestEntry.batch, ManifestEntry.certificate_id)
         )
-        return ManifestReport(
-            unlisted=[str(certificate_id) for certificate_id in unlisted],
-            never_seen=[
-                (batch, certificate_id) for batch, certificate_id in never_seen
-            ],
-        )
+        unlisted_ids = [str(certificate_id) for certificate_id in unlisted]
+        never_seen_entries = [
+            (batch, certificate_id) for batch, certificate_id in never_seen
+        ]
+    return ManifestReport(
+        unlisted=unlisted_ids,
+        never_seen=never_seen_entries,
+        clone_suspects=connections.clone_suspects(db, project_id),
+    )
