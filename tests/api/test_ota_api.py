@@ -239,10 +239,10 @@ class TestReleases:
     def test_rolled_out_release_cannot_be_deleted(self, acme: TestClient) -> None:
         created = release(acme, "r1", upload(acme, "1", b"a")["id"])
         acme.post(f"{BASE}/releases/{created['id']}/rollout", json={"allDevices": True})
-        refused = acme.delete(f"{BASE}/releases/{created['id']}")
+        rejected = acme.delete(f"{BASE}/releases/{created['id']}")
         acme.post(f"{BASE}/releases/{created['id']}/rollback")
         deleted = acme.delete(f"{BASE}/releases/{created['id']}")
-        assert refused.status_code == 409
+        assert rejected.status_code == 409
         assert deleted.status_code == 200
         assert acme.get(f"{BASE}/releases").json()["total"] == 0
 

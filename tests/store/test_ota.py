@@ -56,7 +56,7 @@ class TestArtifacts:
         with pytest.raises(Conflict, match="already has this package version"):
             artifact(db, "1.0.0")
 
-    def test_too_large_is_refused(self, db: Database) -> None:
+    def test_too_large_is_rejected(self, db: Database) -> None:
         with pytest.raises(PayloadTooLarge, match="exceed the maximum of 10"):
             ota_artifacts.upload_artifact(
                 db, PROJECT, "main", "1.0.0", b"x" * 11, max_bytes=10
@@ -73,7 +73,7 @@ class TestArtifacts:
             pytest.param("main", "v" * 33, id="fail/long-version"),
         ],
     )
-    def test_bad_names_are_refused(
+    def test_bad_names_are_rejected(
         self, db: Database, package: str, version: str
     ) -> None:
         with pytest.raises(InvalidInput):

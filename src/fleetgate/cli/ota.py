@@ -2,9 +2,10 @@
 
 Artifacts and releases are named by ID or, for convenience, by
 ``package@version`` and by release name. The command line writes to the
-database directly, so a rollout made here reaches a device observing
-``.u/desired`` on a running ``fleetgate serve`` only when the device
-reads its manifest again or reconnects; the management API notifies at once.
+database directly. A rollout made here therefore reaches a device that
+observes ``.u/desired`` on a running ``fleetgate serve`` only when the
+device reads its manifest again or reconnects, while a rollout made
+through the management API is notified at once.
 """
 
 from __future__ import annotations

@@ -54,8 +54,8 @@ TOKEN_BYTES = 4
 MAX_MESSAGE_BYTES = 16384
 # Block2 SZX 6: 1024-byte blocks, the SDK's default download block size.
 DEFAULT_BLOCK_SZX = 6
-# Largest body get_blockwise puts together: 2^31 - 1 bytes would be the
-# most the SDK's int32_t sizes describe, but a test client holds it in memory.
+# Largest body that get_blockwise assembles. The SDK's int32_t sizes
+# allow 2^31 - 1 bytes, but this client holds the whole body in memory.
 MAX_BLOCKWISE_BYTES = 64 * 1024 * 1024
 # Message IDs of separate responses already acknowledged, so that a
 # retransmitted one is acknowledged again instead of reset (RFC 7252 4.5).
@@ -221,8 +221,8 @@ class DeviceClient:
         """Send one request and return its response.
 
         ``path`` is split on "/" into Uri-Path options and on "?" and "&"
-        into Uri-Query options, without percent-decoding. ``block2`` asks
-        for one block of the response body. Raises RequestTimeout,
+        into Uri-Query options, without percent-decoding. ``block2`` requests
+        one block of the response body. Raises RequestTimeout,
         RequestRejected or SessionClosed.
         """
         code = _request_code(method)
@@ -306,7 +306,7 @@ class DeviceClient:
                     f"cannot GET /{path.lstrip('/')}: block {number} is empty "
                     "but has the More flag"
                 )
-            # The server may answer with smaller blocks than asked for.
+            # The server may return smaller blocks than requested.
             szx = reply.block2.size_exponent
             number = len(body) // reply.block2.size
         return CoapReply(

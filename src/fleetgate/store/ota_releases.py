@@ -2,7 +2,7 @@
 
 A release holds at most one artifact per package. Rolling it out targets
 every device of the project, or listed devices and the devices that carry
-any of the listed tags; rolling out again replaces the targets. Rolling
+any of the listed tags. Rolling out again replaces the targets. Rolling
 back stops the rollout, so its devices fall back to the previous release
 that applies to them, or to an empty manifest.
 
@@ -73,7 +73,7 @@ class ReleaseRecord:
 
 @dataclasses.dataclass(frozen=True)
 class DesiredManifest:
-    """What a device should run: the components of its release, if any."""
+    """The components of a device's release, if any, and their sequence number."""
 
     sequence: int
     release_id: str | None
@@ -264,7 +264,7 @@ def desired_manifest(db: Database, project_id: str, device_id: str) -> DesiredMa
     """Return the manifest of the latest rolled-out release that applies to a device.
 
     NOTE: deleting a rolled-back release can lower the sequence number a
-    device sees, although its components stay the same.
+    device receives, although its components stay the same.
     """
     with db.session(read_only=True) as session:
         device = require_device(session, project_id, device_id)

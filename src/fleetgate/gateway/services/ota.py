@@ -12,13 +12,13 @@ What Golioth's firmware SDK (``src/ota.c``) sends and parses:
   Accept JSON gives the same manifest with names for keys.
 - ``GET <uri>``, that is ``.u/c/<package>@<version>``, downloads the
   image block-wise (RFC 7959), octet-stream, 1024-byte blocks unless the
-  device asks for smaller ones. Only the requested block is read from
+  device requests smaller ones. Only the requested block is read from
   the store. The Accept option is ignored, because the SDK's block
   download sends Accept JSON for this binary body.
 - ``POST .u/c/<package>`` with a CBOR map ``s`` (state), ``r`` (reason),
   ``pkg``, and optionally ``v`` (current version) and ``t`` (target
-  version) reports the state of one component; it is stored and the
-  response is 2.04 Changed.
+  version) reports the state of one component. The report is stored and
+  the response is 2.04 Changed.
 
 Artifacts are looked up in the device's own project only, so the URI of
 another project's artifact gets 4.04.
