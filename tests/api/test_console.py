@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi import FastAPI
+from fastapi.responses import Response
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -34,15 +35,20 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 SIGN_IN_TOKEN = re.compile(r'name="sign_in_token" value="([^"]+)"')
 
 
-def sign_in(client: TestClient, key: str, *, next_path: str = "") -> TestClient:
-    """Sign ``client`` in through the form, as a browser does."""
+def post_sign_in(client: TestClient, key: str, *, next_path: str = "") -> Response:
+    """Fetch the sign-in form and post ``key`` with its one-off token."""
     form = client.get("/console/sign-in")
     token = SIGN_IN_TOKEN.search(form.text)
     assert token is not None, form.text
-    response = client.post(
+    return client.post(
         "/console/sign-in",
         data={"api_key": key, "sign_in_token": token[1], "next": next_path},
     )
+
+
+def sign_in(client: TestClient, key: str) -> TestClient:
+    """Sign ``client`` in through the form, as a browser does."""
+    response = post_sign_in(client, key)
     assert response.status_code == 303, response.text
     return client
 
@@ -90,13 +96,7 @@ def test_page_without_session_redirects_to_sign_in(browser: TestClient) -> None:
 def test_sign_in_sets_strict_secure_cookie(
     browser: TestClient, acme_key: apikeys.IssuedApiKey
 ) -> None:
-    form = browser.get("/console/sign-in")
-    token = SIGN_IN_TOKEN.search(form.text)
-    assert token is not None
-    response = browser.post(
-        "/console/sign-in",
-        data={"api_key": acme_key.secret, "sign_in_token": token[1], "next": ""},
-    )
+    response = post_sign_in(browser, acme_key.secret)
     cookie = next(
         value
         for value in response.headers.get_list("set-cookie")
@@ -136,16 +136,8 @@ def test_admin_key_lists_every_project(
 def test_sign_in_returns_to_requested_page(
     browser: TestClient, acme_key: apikeys.IssuedApiKey
 ) -> None:
-    form = browser.get("/console/sign-in")
-    token = SIGN_IN_TOKEN.search(form.text)
-    assert token is not None
-    response = browser.post(
-        "/console/sign-in",
-        data={
-            "api_key": acme_key.secret,
-            "sign_in_token": token[1],
-            "next": "/console/projects/acme/devices",
-        },
+    response = post_sign_in(
+        browser, acme_key.secret, next_path="/console/projects/acme/devices"
     )
     assert response.headers["location"] == "/console/projects/acme/devices"
 
@@ -161,13 +153,7 @@ def test_sign_in_returns_to_requested_page(
 def test_sign_in_never_redirects_off_console(
     browser: TestClient, acme_key: apikeys.IssuedApiKey, target: str
 ) -> None:
-    form = browser.get("/console/sign-in")
-    token = SIGN_IN_TOKEN.search(form.text)
-    assert token is not None
-    response = browser.post(
-        "/console/sign-in",
-        data={"api_key": acme_key.secret, "sign_in_token": token[1], "next": target},
-    )
+    response = post_sign_in(browser, acme_key.secret, next_path=target)
     assert response.headers["location"] == "/console/"
 
 
@@ -182,12 +168,7 @@ def test_sign_in_never_redirects_off_console(
 def test_bad_key_shows_error_at_field(
     browser: TestClient, key: str, message: str
 ) -> None:
-    form = browser.get("/console/sign-in")
-    token = SIGN_IN_TOKEN.search(form.text)
-    assert token is not None
-    response = browser.post(
-        "/console/sign-in", data={"api_key": key, "sign_in_token": token[1]}
-    )
+    response = post_sign_in(browser, key)
     assert response.status_code == 401
     assert f'<p id="api_key-error" class="field-error">{message}' in response.text
     assert "fleetgate_session" not in browser.cookies
@@ -197,13 +178,7 @@ def test_revoked_key_cannot_sign_in(
     browser: TestClient, database: Database, acme_key: apikeys.IssuedApiKey
 ) -> None:
     apikeys.revoke_api_key(database, "acme", acme_key.record.id, actor="test")
-    form = browser.get("/console/sign-in")
-    token = SIGN_IN_TOKEN.search(form.text)
-    assert token is not None
-    response = browser.post(
-        "/console/sign-in",
-        data={"api_key": acme_key.secret, "sign_in_token": token[1]},
-    )
+    response = post_sign_in(browser, acme_key.secret)
     assert response.status_code == 401
     assert "This API key was revoked" in response.text
 
@@ -225,13 +200,7 @@ def test_sign_in_without_cookie_explains_secure_cookies(
     # Over plain http the client keeps no Secure cookie, as browsers do
     # on addresses other than localhost.
     with TestClient(app, base_url="http://console.example") as plain:
-        form = plain.get("/console/sign-in")
-        token = SIGN_IN_TOKEN.search(form.text)
-        assert token is not None
-        response = plain.post(
-            "/console/sign-in",
-            data={"api_key": acme_key.secret, "sign_in_token": token[1]},
-        )
+        response = post_sign_in(plain, acme_key.secret)
     assert response.status_code == 403
     assert "only over HTTPS or on localhost" in response.text
 
@@ -608,3 +577,10 @@ def test_expiry_chart_counts_device_certificates(
     assert "2 expire in this period" in page.text
     assert "the busiest week has 2 expiries" in page.text
     assert '<title id="chart-title">' in page.text
+
+
+def test_bad_query_renders_error_page(acme_browser: TestClient) -> None:
+    response = acme_browser.get("/console/projects/acme/devices?page=-1")
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("text/html")
+    assert "query.page" in response.text

@@ -83,8 +83,11 @@ def test_console_walkthrough(
         f"{console}/sign-in?next=%2Fconsole%2Fprojects%2F{PROJECT}"
     )
     screenshot(page, "desktop-sign-in")
+    # By keyboard: the skip link comes first, then the form submits on Enter.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
     page.get_by_label("API key").fill(console_server.admin_key or "")
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("API key").press("Enter")
     expect(page).to_have_url(project_url)
     session = [c for c in browser_context.cookies() if c["name"] == "fleetgate_session"]
     assert len(session) == 1
