@@ -41,6 +41,7 @@ CERT_IDS = [
     "sensor-desired",
     "sensor-flood",
     "sensor-sigterm",
+    "sensor-ota",
 ]
 
 
@@ -77,31 +78,29 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         stop_server(server)
 
 
+def simulate_command(server: RunningServer, *arguments: str) -> list[str]:
+    """Return the command line of ``fleetgate device simulate`` aimed at ``server``."""
+    return [
+        sys.executable,
+        "-m",
+        "fleetgate",
+        "device",
+        "simulate",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(server.port),
+        "--server-ca",
+        str(server.server_ca),
+        *arguments,
+    ]
+
+
 class Simulator:
     """A ``fleetgate device simulate --json`` subprocess and its events."""
 
-    def __init__(
-        self, server: RunningServer, device: DeviceFiles, *options: str
-    ) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "fleetgate",
-            "device",
-            "simulate",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(server.port),
-            "--cert",
-            str(device.cert),
-            "--key",
-            str(device.key),
-            "--server-ca",
-            str(server.server_ca),
-            "--json",
-            *options,
-        ]
+    def __init__(self, server: RunningServer, *arguments: str) -> None:
+        command = simulate_command(server, "--json", *arguments)
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -176,7 +175,9 @@ def simulators() -> Iterator[list[Simulator]]:
 def simulate(
     simulators: list[Simulator], fleet: Fleet, certificate_id: str, *options: str
 ) -> Simulator:
-    running = Simulator(fleet.server, fleet.devices[certificate_id], *options)
+    device = fleet.devices[certificate_id]
+    credentials = ("--cert", str(device.cert), "--key", str(device.key))
+    running = Simulator(fleet.server, *credentials, *options)
     simulators.append(running)
     return running
 
@@ -307,22 +308,60 @@ def test_sigterm_stops_simulator_cleanly(
     assert simulator.events[-1]["event"] == "stopped"
 
 
-def test_psk_without_support_is_an_error(fleet: Fleet) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "fleetgate",
-        "device",
-        "simulate",
-        "--host",
-        "127.0.0.1",
-        "--server-ca",
-        str(fleet.server.server_ca),
-        "--psk-id",
-        f"sensor-psk@{PROJECT}",
-        "--psk",
-        "00" * 16,
+def test_ota_update_reaches_simulator(
+    fleet: Fleet, simulators: list[Simulator]
+) -> None:
+    image = bytes(range(256)) * 20  # five 1024-byte blocks
+    uploaded = fleet.api.post(
+        f"/v1/projects/{PROJECT}/artifacts",
+        params={"package": "main", "version": "1.1.0"},
+        content=image,
+        headers={"content-type": "application/octet-stream"},
+    )
+    artifact = uploaded.json()["data"]["id"]
+    release = fleet.api.post(
+        f"/v1/projects/{PROJECT}/releases",
+        json={"name": "1.1.0", "artifactIds": [artifact]},
+    ).json()["data"]["id"]
+    options = ("--duration", "8", "--interval", "30", "--firmware-version", "1.0.0")
+    simulator = simulate(simulators, fleet, "sensor-ota", *options)
+    simulator.wait_for("observe", path=".u/desired")
+    base = fleet.device_path("sensor-ota")
+    identifier = base.rsplit("/", 1)[1]
+    rollout = fleet.api.post(
+        f"/v1/projects/{PROJECT}/releases/{release}/rollout",
+        json={"deviceIds": [identifier]},
+    )
+    simulator.wait_for("ota", state="idle", version="1.1.0")
+    simulator.process.send_signal(signal.SIGTERM)
+    simulator.finish()
+    reports = [
+        (event["state"], event["reason"], event["version"])
+        for event in simulator.of_kind("ota")
+        if "state" in event
     ]
+    downloaded = simulator.wait_for("ota", size=len(image))
+    firmware = fleet.api.get(f"{base}/firmware").json()["data"]
+
+    assert uploaded.status_code == 200
+    assert rollout.status_code == 200
+    assert reports == [
+        ("idle", "ready", "1.0.0"),
+        ("downloading", "ready", "1.0.0"),
+        ("downloaded", "ready", "1.0.0"),
+        ("updating", "ready", "1.0.0"),
+        ("updating", "firmware_updated_successfully", "1.1.0"),
+        ("idle", "ready", "1.1.0"),
+    ]
+    assert downloaded["version"] == "1.1.0"
+    assert firmware["components"][0]["currentVersion"] == "1.1.0"
+    assert firmware["components"][0]["stateName"] == "idle"
+
+
+def test_psk_without_support_is_an_error(fleet: Fleet) -> None:
+    command = simulate_command(
+        fleet.server, "--psk-id", f"sensor-psk@{PROJECT}", "--psk", "00" * 16
+    )
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 1

@@ -30,6 +30,7 @@ from fleetgate.client.simulate import (
     SimulatorEvent,
     SimulatorOptions,
 )
+from fleetgate.client.simulated_firmware import SimulatedFirmware
 
 # Rich styles of the event kinds worth telling apart at a glance.
 _STYLES = {
@@ -104,6 +105,12 @@ def simulate(
         float,
         typer.Option(min=0.5, help="Seconds without a response before a probe."),
     ] = KEEPALIVE_INTERVAL,
+    firmware_version: Annotated[
+        str, typer.Option(help="Firmware version the device starts with.")
+    ] = "1.0.0",
+    package: Annotated[
+        str, typer.Option(help="Firmware package the device updates over OTA.")
+    ] = "main",
     json_lines: Annotated[
         bool, typer.Option("--json", help="Print one JSON object per event.")
     ] = False,
@@ -130,7 +137,8 @@ def simulate(
         keepalive=keepalive,
     )
     printer = _print_json if json_lines else _print_line
-    simulator = DeviceSimulator(connect, printer, options)
+    firmware = SimulatedFirmware(package, firmware_version)
+    simulator = DeviceSimulator(connect, printer, options, firmware=firmware)
     with _stop_on_signals(simulator):
         try:
             simulator.run()

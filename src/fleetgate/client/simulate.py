@@ -50,6 +50,10 @@ import cbor2
 from fleetgate.client.coap import CoapReply
 from fleetgate.client.errors import ClientError, CredentialsError
 from fleetgate.client.observing import Notification, ObservingClient
+from fleetgate.client.simulated_firmware import (
+    FirmwareRebootRequired,
+    SimulatedFirmware,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +166,11 @@ class DeviceSimulator:
         connect: ClientFactory,
         sink: EventSink,
         options: SimulatorOptions | None = None,
+        *,
+        firmware: SimulatedFirmware | None = None,
     ) -> None:
         self._connect = connect
+        self.firmware = firmware
         self._emit_to = sink
         self.options = options or SimulatorOptions()
         self.interval = self.options.interval
@@ -190,7 +197,7 @@ class DeviceSimulator:
             client = self._connect()
             try:
                 self._run_session(client)
-            except _Reboot:
+            except (_Reboot, FirmwareRebootRequired):
                 self._emit("reboot", "rebooting: session closed, counter reset")
                 self.counter = 0
                 # The SDK waits a second before each new session.
@@ -260,16 +267,25 @@ class DeviceSimulator:
     def _observe_all(self, client: ObservingClient) -> None:
         for path, accept in ((".c", CBOR), (".d/desired", JSON), (".rpc", CBOR)):
             reply = self._call(functools.partial(client.observe, path, accept=accept))
-            if not reply.successful:
-                self._emit(
-                    "warning",
-                    f"cannot observe {path}: {_describe(reply)}",
-                    path=path,
-                    code=reply.code.dotted,
-                )
-                continue
-            self._emit("observe", f"observing {path}", path=path)
-            self._take(client, _first_notification(path, reply))
+            self._start_observation(client, path, reply)
+        if self.firmware is not None:
+            # The firmware reports its state before it observes the manifest.
+            start = functools.partial(self.firmware.start, client, self._emit)
+            self._start_observation(client, ".u/desired", self._call(start))
+
+    def _start_observation(
+        self, client: ObservingClient, path: str, reply: CoapReply
+    ) -> None:
+        if path not in client.observed_paths:
+            self._emit(
+                "warning",
+                f"cannot observe {path}: {_describe(reply)}",
+                path=path,
+                code=reply.code.dotted,
+            )
+            return
+        self._emit("observe", f"observing {path}", path=path)
+        self._take(client, _first_notification(path, reply))
 
     def _take(self, client: ObservingClient, notification: Notification) -> None:
         if not notification.successful:
@@ -286,6 +302,9 @@ class DeviceSimulator:
             self._apply_desired(client, notification)
         elif notification.path == ".rpc":
             self._answer_call(client, notification)
+        elif notification.path == ".u/desired" and self.firmware is not None:
+            take = self.firmware.take_manifest
+            self._call(functools.partial(take, client, notification, self._emit))
 
     # Periodic sends
 
