@@ -584,3 +584,13 @@ def test_bad_query_renders_error_page(acme_browser: TestClient) -> None:
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("text/html")
     assert "query.page" in response.text
+
+
+def test_state_markup_is_escaped(
+    acme_browser: TestClient, database: Database, device: devices.DeviceRecord
+) -> None:
+    markup = "<script>alert(1)</script>"
+    state.set_state(database, device.id, (markup,), markup, project_id="acme")
+    page = acme_browser.get(f"/console/projects/acme/devices/{device.id}").text
+    assert markup not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page

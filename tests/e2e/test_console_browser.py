@@ -77,6 +77,8 @@ def test_console_walkthrough(
     project_url = f"{console}/projects/{PROJECT}"
     cert, key = recipe / "device.pem", recipe / "device.key"
 
+    assert f"Web console at {console}/" in console_server.log()
+
     # Signing in, from a bookmarked project page.
     page.goto(project_url)
     expect(page).to_have_url(

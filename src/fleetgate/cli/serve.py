@@ -223,6 +223,7 @@ async def _run(
             )
             if admin_key is not None:
                 _announce_admin_key(admin_key, base_url)
+            _say(f"Web console at {base_url}/console/")
             _say(f"API ready on {base_url}")
 
         await stop.wait()
