@@ -10,10 +10,12 @@ the event loop that also serves DTLS never waits on the database.
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import FastAPI
 
 from fleetgate.api.console import install_console
-from fleetgate.api.context import ApiContext, RpcCaller, TrustChanged
+from fleetgate.api.context import ApiContext, RpcCaller, SessionCloser, TrustChanged
 from fleetgate.api.errors import GuardMiddleware, install_error_handlers
 from fleetgate.api.routes import (
     artifacts,
@@ -25,6 +27,7 @@ from fleetgate.api.routes import (
     manifests,
     pki,
     projects,
+    quarantines,
     releases,
     rpc,
     settings,
@@ -51,13 +54,15 @@ def create_app(
     *,
     trust_changed: TrustChanged | None = None,
     rpc_call: RpcCaller | None = None,
+    close_sessions: SessionCloser | None = None,
     max_artifact_bytes: int = MAX_ARTIFACT_BYTES,
 ) -> FastAPI:
     """Build the management API around an open database.
 
     ``trust_changed`` is called with a project ID after its CA
     certificates change, so the gateway can drop its cached anchors.
-    ``rpc_call`` sends calls to devices connected to this process's gateway.
+    ``rpc_call`` sends calls to devices connected to this process's gateway,
+    and ``close_sessions`` closes their sessions (quarantines).
     ``max_artifact_bytes`` bounds firmware uploads.
     """
     app = FastAPI(
@@ -80,8 +85,14 @@ def create_app(
             max_artifact_bytes=max_artifact_bytes,
         )
 
+    if close_sessions is not None:
+        app.state.fleetgate = dataclasses.replace(
+            app.state.fleetgate, close_sessions=close_sessions
+        )
+
     for module in (
         projects,
+        quarantines,
         certificates,
         devices,
         manifests,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 TrustChanged = Callable[[str], None]
 # Project ID, device ID, method, params and timeout in seconds.
 RpcCaller = Callable[[str, str, str, list[Any], float], Awaitable["RpcResult"]]
+# Project ID and device IDs; returns how many sessions were closed.
+SessionCloser = Callable[[str, Collection[str]], Awaitable[int]]
 
 
 def _ignore_trust_change(_project_id: str) -> None:
@@ -36,6 +38,8 @@ class ApiContext:
     trust_changed: TrustChanged = _ignore_trust_change
     # The gateway's RpcService.call when it runs in this process.
     rpc_call: RpcCaller | None = None
+    # The gateway's close_device_sessions when it runs in this process.
+    close_sessions: SessionCloser | None = None
     # Largest firmware artifact an upload may carry, in bytes.
     max_artifact_bytes: int = MAX_ARTIFACT_BYTES
 

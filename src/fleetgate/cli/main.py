@@ -18,6 +18,7 @@ from fleetgate.cli import (
     pki,
     projects,
     providers,
+    quarantines,
     serve,
 )
 
@@ -40,6 +41,7 @@ app.add_typer(ota.app, name="ota")
 devices.app.command("certificates")(device_certificates.certificates)
 devices.app.command("connections")(device_connections.connections_)
 devices.app.command("rotate")(device_rotate.rotate)
+app.add_typer(quarantines.app, name="quarantine")
 app.add_typer(manifests.app, name="manifest")
 pki.app.command("explain")(explain.explain)
 devices.app.command("simulate")(device_simulate.simulate)

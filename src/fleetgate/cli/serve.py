@@ -209,7 +209,10 @@ async def _run(
             from fleetgate.api.server import ApiServer
 
             app = create_app(
-                db, trust_changed=gateway.trust.invalidate, rpc_call=gateway.rpc.call
+                db,
+                trust_changed=gateway.trust.invalidate,
+                rpc_call=gateway.rpc.call,
+                close_sessions=gateway.close_device_sessions,
             )
             api = ApiServer(app, api_settings.host, api_settings.port)
             await api.start()

@@ -17,7 +17,7 @@ import datetime as dt
 import enum
 import logging
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from OpenSSL import SSL, crypto
 
@@ -32,7 +32,7 @@ from fleetgate.errors import (
 )
 from fleetgate.gateway import reads
 from fleetgate.gateway.clones import CloneDetector
-from fleetgate.gateway.coap import CoapEndpoint
+from fleetgate.gateway.coap import CoapEndpoint, DeviceLink
 from fleetgate.gateway.connection_log import ConnectionLog
 from fleetgate.gateway.dtls import DtlsListener, DtlsSession
 from fleetgate.gateway.resources import ConnectedDevice, Router
@@ -171,6 +171,41 @@ class Gateway:
         self.state = GatewayState.STOPPED
         log.info("device gateway stopped")
 
+    async def close_device_sessions(
+        self, project_id: str, device_ids: Collection[str]
+    ) -> int:
+        """Close the sessions of these devices with close_notify; from any loop.
+
+        Returns how many sessions were closed. Sessions that other
+        processes serve end at their next request after the recheck
+        interval, when they find the device disabled.
+        """
+        listener = self.listener
+        if listener is None or not device_ids:
+            return 0
+        wanted = frozenset(device_ids)
+
+        async def close() -> int:
+            closing = [
+                session
+                for session in list(listener.sessions.values())
+                if _serves(session, project_id, wanted)
+            ]
+            for session in closing:
+                session.close(notify=True)
+            log.info(
+                "device sessions closed project=%s devices=%d sessions=%d",
+                project_id,
+                len(wanted),
+                len(closing),
+            )
+            return len(closing)
+
+        if listener.loop is asyncio.get_running_loop():
+            return await close()
+        future = asyncio.run_coroutine_threadsafe(close(), listener.loop)
+        return await asyncio.wrap_future(future)
+
     def _settings_changed(self, project_id: str, path: tuple[str, ...]) -> None:
         device_id = path[0] if path else None
         self.endpoint.observers.resource_changed(".c", project_id, device_id)
@@ -279,6 +314,13 @@ async def _check_still_enabled(
             certificate_id=identity.certificate_id,
             fingerprint=identity.fingerprint,
         )
+
+
+def _serves(session: DtlsSession, project_id: str, device_ids: frozenset[str]) -> bool:
+    link = session.application_state
+    if not isinstance(link, DeviceLink) or link.device is None:
+        return False
+    return link.device.project_id == project_id and link.device.device_id in device_ids
 
 
 def _utcnow() -> dt.datetime:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from fleetgate.errors import Conflict, InvalidInput, NotFound
 from fleetgate.pki.identity import validate_certificate_id
-from fleetgate.store import audit
+from fleetgate.store import audit, quarantines
 from fleetgate.store.database import MAX_PAGE, Database
 from fleetgate.store.models import Device
 from fleetgate.store.projects import require_project
@@ -247,6 +247,8 @@ def update_device(
                 row.name = name
             if enabled is not None:
                 row.enabled = enabled
+                # The operator's choice outlasts any quarantine's release.
+                quarantines.forget_device(session, row.id)
             row.hardware_ids = _edited_labels(
                 "hardware ID",
                 row.hardware_ids if hardware_ids is None else hardware_ids,
