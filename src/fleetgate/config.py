@@ -97,6 +97,15 @@ class GatewaySettings:
     connection_log: ConnectionLogSettings = dataclasses.field(
         default_factory=ConnectionLogSettings
     )
+    # Gateway worker processes; more than 1 runs a WorkerPool.
+    workers: int = 1
+    # Set on every worker of ``fleetgate serve --workers N``: the workers
+    # bind one port with SO_REUSEPORT and share the handshake cookie secret.
+    reuse_port: bool = False
+    cookie_secret: bytes | None = dataclasses.field(default=None, repr=False)
+    # Whether this gateway keeps provider CA certificates in sync; one
+    # worker of several does it.
+    sync_providers: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,6 +42,7 @@ from fleetgate.gateway.server_identity import (
     ensure_development_identity,
     load_server_identity,
 )
+from fleetgate.gateway.workers import WorkerPool
 from fleetgate.store import apikeys
 from fleetgate.store.apikeys import IssuedApiKey
 from fleetgate.store.audit import CLI_ACTOR
@@ -55,6 +56,8 @@ log = logging.getLogger("fleetgate.serve")
 MAX_PORT = 65_535
 # A day. The bound also keeps out "inf", which timedelta cannot hold.
 MAX_IDLE_TIMEOUT = 86_400
+# A bound against typos: every worker opens its own database connections.
+MAX_WORKERS = 64
 
 
 class LogLevel(enum.StrEnum):
@@ -111,6 +114,15 @@ def serve(
     max_sessions: Annotated[
         int, typer.Option(min=1, help="Maximum number of concurrent DTLS sessions.")
     ] = 10_000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=MAX_WORKERS,
+            help="Gateway worker processes sharing the UDP port (SO_REUSEPORT); "
+            "1 serves devices and the API in one process.",
+        ),
+    ] = 1,
     api_host: Annotated[
         str, typer.Option(help="Address the management API (HTTP) binds.")
     ] = ApiSettings.host,
@@ -159,6 +171,7 @@ def serve(
             port=port,
             idle_timeout=dt.timedelta(seconds=idle_timeout),
             max_sessions=max_sessions,
+            workers=workers,
         )
         api_settings = None if no_api else ApiSettings(host=api_host, port=api_port)
         try:
@@ -190,7 +203,11 @@ async def _run(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
-    gateway = _create_gateway(db, identity, settings)
+    gateway: Gateway | WorkerPool
+    if settings.workers > 1:
+        gateway = _create_worker_pool(db, identity, settings)
+    else:
+        gateway = _create_gateway(db, identity, settings)
     try:
         await gateway.start()
     except OSError as exc:
@@ -250,6 +267,18 @@ def _create_gateway(
             f"cannot use server certificate chain {credentials.certificate_chain} "
             f"and key {credentials.private_key}: OpenSSL rejected them ({exc})"
         ) from exc
+
+
+def _create_worker_pool(
+    db: Database, identity: ServerIdentity, settings: GatewaySettings
+) -> WorkerPool:
+    return WorkerPool(
+        settings.workers,
+        database_url=db.engine.url.render_as_string(hide_password=False),
+        credentials=identity.credentials,
+        settings=settings,
+        log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+    )
 
 
 def _bind_error(exc: OSError, settings: GatewaySettings) -> StartupFailed:

@@ -34,6 +34,7 @@ from fleetgate.gateway import reads
 from fleetgate.gateway.clones import CloneDetector
 from fleetgate.gateway.coap import CoapEndpoint, DeviceLink
 from fleetgate.gateway.connection_log import ConnectionLog
+from fleetgate.gateway.cookies import SharedCookieJar
 from fleetgate.gateway.dtls import DtlsListener, DtlsSession
 from fleetgate.gateway.resources import ConnectedDevice, Router
 from fleetgate.gateway.services.csr import CsrService
@@ -122,6 +123,10 @@ class Gateway:
         if family == socket.AF_INET6:
             # Serve IPv4 peers too when bound to "::".
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        if self.settings.reuse_port:
+            # Workers of one server bind the same port, and the kernel
+            # picks a socket for each datagram by a hash of its 4-tuple.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((self.settings.host, self.settings.port))
 
         transport, protocol = await loop.create_datagram_endpoint(
@@ -139,9 +144,12 @@ class Gateway:
         )
         self._transport = transport
         self.listener = protocol
+        if self.settings.cookie_secret is not None:
+            protocol.cookies = SharedCookieJar(self.settings.cookie_secret)
         self.state = GatewayState.RUNNING
         self.connection_log.start()
-        self.provider_sync.start()
+        if self.settings.sync_providers:
+            self.provider_sync.start()
         self.rpc.bind(loop)
         # Observers hear of state changes that this process commits.
         self._unsubscribe = state_changes.subscribe(
