@@ -2,12 +2,12 @@
 
 :class:`DeviceSimulator` runs one device over an
 :class:`~fleetgate.client.observing.ObservingClient` the way the SDK's
-client thread does (golioth-firmware-sdk ``src/coap_client.c``): one
-confirmable request at a time, each ending the session when unanswered
-for the client's timeout (10 s in the SDK), a connectivity probe at the
-start of each session and after ``keepalive`` seconds without a response
-(9 s in the SDK), and the session's observations set up again after a
-reconnection. On top of that it plays the examples:
+client thread does (golioth-firmware-sdk ``src/coap_client.c``). It
+sends one confirmable request at a time, and a request unanswered for
+the client's timeout (10 s in the SDK) ends the session. It probes the
+connection at the start of each session and after ``keepalive`` seconds
+without a response (9 s in the SDK), and it sets up its observations
+again in each new session. On top of that it plays the examples:
 
 - settings (``.c``, observed with Accept CBOR): ``LOOP_DELAY_S``, an
   integer from 1 to 100, sets the send interval. Other keys are reported
@@ -23,7 +23,9 @@ reconnection. On top of that it plays the examples:
 - RPC (``.rpc``, observed with Accept CBOR): ``multiply``, ``echo`` and
   ``reboot``, answered on ``.rpc/status`` with the SDK's
   ``golioth_rpc_status`` codes. ``reboot`` ends the session and starts
-  again with the counter at zero, as a rebooted device would.
+  again with the counter at zero, as a rebooted device would;
+- firmware updates on ``.u``, when given a
+  :class:`~fleetgate.client.simulated_firmware.SimulatedFirmware`.
 
 A session that ends (timeout, close_notify, a failed handshake) is
 started again after a back-off of 1 s doubling up to ``max_backoff``,
@@ -47,6 +49,7 @@ from typing import Any, TypeVar
 
 import cbor2
 
+from fleetgate.client import CBOR, JSON
 from fleetgate.client.coap import CoapReply
 from fleetgate.client.errors import ClientError, CredentialsError
 from fleetgate.client.observing import Notification, ObservingClient
@@ -57,16 +60,13 @@ from fleetgate.client.simulated_firmware import (
 
 log = logging.getLogger(__name__)
 
-CBOR = 60
-JSON = 50
-
-# What the SDK's client uses (Kconfig GOLIOTH_COAP_KEEPALIVE_INTERVAL_S
-# and GOLIOTH_COAP_RESPONSE_TIMEOUT_S defaults).
+# Defaults of GOLIOTH_COAP_KEEPALIVE_INTERVAL_S and
+# GOLIOTH_COAP_RESPONSE_TIMEOUT_S (golioth-firmware-sdk src/Kconfig.coap).
 KEEPALIVE_INTERVAL = 9.0
 RESPONSE_TIMEOUT = 10.0
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 30.0
-# The longest single wait, so that a stop request is seen quickly.
+# Maximum time of one wait, so that a stop request is seen quickly.
 MAX_WAIT_SLICE = 0.5
 
 LOOP_DELAY_SETTING = "LOOP_DELAY_S"
