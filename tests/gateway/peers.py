@@ -16,12 +16,15 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from OpenSSL import SSL
 
 from fleetgate.gateway import records
 
 LOOPBACK = "127.0.0.1"
+# The clients' ciphertext MTU: the IPv6 minimum MTU less IPv6 and UDP headers.
+MTU = 1232
 # Hard bounds of the relay's forwarding loop.
 RELAY_LIFETIME = 60.0
 RELAY_POLL = 0.02
@@ -84,15 +87,28 @@ def with_cookie(hello: bytes, cookie: bytes) -> bytes:
 
 
 class PartialHandshake:
-    """A DTLS 1.2 client that advances by one flight per call."""
+    """A DTLS 1.2 client that advances by one flight per call.
 
-    def __init__(self, port: int, *, source_port: int = 0) -> None:
+    With a certificate and key it can also finish the handshake.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        source_port: int = 0,
+        certificate: Path | None = None,
+        key: Path | None = None,
+    ) -> None:
         context = SSL.Context(SSL.DTLS_CLIENT_METHOD)
         context.set_options(SSL.OP_NO_QUERY_MTU)
         context.set_cipher_list(b"ECDHE-ECDSA-AES128-CCM8:@SECLEVEL=0")
+        if certificate is not None and key is not None:
+            context.use_certificate_file(str(certificate))
+            context.use_privatekey_file(str(key))
         self.connection = SSL.Connection(context, None)
         self.connection.set_connect_state()
-        self.connection.set_ciphertext_mtu(1232)
+        self.connection.set_ciphertext_mtu(MTU)
         self.socket = udp_socket(port, source_port=source_port)
 
     @property
@@ -125,6 +141,37 @@ class PartialHandshake:
         second_hello = self.next_flight()
         self.exchange(second_hello)
         return second_hello
+
+    def finish(self, timeout: float = 5.0) -> None:
+        """Send flights and feed the replies until the handshake completes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.connection.do_handshake()
+            except SSL.WantReadError:
+                pass
+            else:
+                return
+            self.send_pending()
+            for datagram in receive_all(self.socket, 0.1):
+                self.connection.bio_write(datagram)
+        raise TimeoutError(f"the handshake did not complete in {timeout} s")
+
+    def send_pending(self) -> list[bytes]:
+        """Send what OpenSSL has written, packed to the MTU, and return it."""
+        chunks = []
+        while True:
+            try:
+                chunk = self.connection.bio_read(65535)
+            except SSL.WantReadError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        datagrams = records.pack_datagrams(b"".join(chunks), MTU)
+        for datagram in datagrams:
+            self.socket.send(datagram)
+        return datagrams
 
     def close(self) -> None:
         """Release the socket without telling the gateway."""

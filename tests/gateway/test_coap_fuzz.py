@@ -32,19 +32,12 @@ PROJECT = "fuzz-project"
 SETTLE_SECONDS = 1.0
 
 
-class FakeConnection:
-    """Stands in for the OpenSSL connection: no verified identity attached."""
-
-    def get_app_data(self) -> None:
-        return None
-
-
 class FakeSession:
     """Records what the link sends instead of encrypting it."""
 
     def __init__(self) -> None:
         self.address = ("127.0.0.1", 5684)
-        self.connection = FakeConnection()
+        self.peer_identity = None  # no verified identity attached
         self.sent: list[bytes] = []
         self.closed = False
 

@@ -124,6 +124,16 @@ class TestCipherSuites:
                 "ECDHE-ECDSA-AES256-GCM-SHA384",
                 id="ok/aes256-gcm",
             ),
+            pytest.param(
+                "ECDHE-ECDSA-AES128-CCM:@SECLEVEL=0",
+                "ECDHE-ECDSA-AES128-CCM",
+                id="ok/ccm",
+            ),
+            pytest.param(
+                "ECDHE-ECDSA-CHACHA20-POLY1305",
+                "ECDHE-ECDSA-CHACHA20-POLY1305",
+                id="ok/chacha20",
+            ),
         ],
     )
     def test_suite_negotiates(

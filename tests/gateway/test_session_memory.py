@@ -1,8 +1,10 @@
-"""Closed sessions release their OpenSSL connections at once.
+"""Sessions release their OpenSSL connections as soon as they can.
 
-The cycle collector does not see OpenSSL's native memory, so a session
-kept alive by a reference cycle until the next full collection holds
-tens of kilobytes per abandoned handshake in the meantime.
+An established session runs its own record layer and frees OpenSSL at
+the end of the handshake. A stalled handshake frees it when it times
+out. The cycle collector does not see OpenSSL's native memory, so a
+connection kept alive by a reference cycle until the next full
+collection would hold tens of kilobytes in the meantime.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fleetgate.gateway.dtls import DtlsSession
+from fleetgate.gateway.dtls import DtlsSession, SessionState
 
 from .conftest import FleetPki, GatewayFactory, connect
 from .peers import PartialHandshake
@@ -59,7 +61,28 @@ def test_stalled_handshake_frees_connection(
         peer.close()
 
 
-def test_closed_session_frees_connection(
+def test_established_session_frees_connection(
+    start_gateway: GatewayFactory, pki: FleetPki, no_cycle_collection: None
+) -> None:
+    gateway = start_gateway()
+    device = pki.device("sensor-1")
+    peer = PartialHandshake(gateway.port, certificate=device.cert, key=device.key)
+    try:
+        peer.open_session()
+        sessions: list[DtlsSession] = gateway.call(
+            lambda: list(gateway.listener.sessions.values())
+        )
+        connection = weakref.ref(sessions[0].connection)
+
+        peer.finish()
+
+        assert wait_for_release(connection, timeout=4.0)
+        assert gateway.call(lambda: sessions[0].state) is SessionState.ESTABLISHED
+    finally:
+        peer.close()
+
+
+def test_closed_session_is_removed(
     start_gateway: GatewayFactory, pki: FleetPki, no_cycle_collection: None
 ) -> None:
     gateway = start_gateway()
@@ -69,9 +92,9 @@ def test_closed_session_frees_connection(
     sessions: list[DtlsSession] = gateway.call(
         lambda: list(gateway.listener.sessions.values())
     )
-    connection = weakref.ref(sessions[0].connection)
+    session = weakref.ref(sessions[0])
     del sessions
 
     client.close()
 
-    assert wait_for_release(connection, timeout=4.0)
+    assert wait_for_release(session, timeout=4.0)

@@ -47,7 +47,6 @@ from fleetgate.gateway.resources import (
     Router,
     response_message,
 )
-from fleetgate.gateway.tls import session_identity
 
 if TYPE_CHECKING:
     from fleetgate.gateway.tracking import ConnectionTracker
@@ -160,7 +159,7 @@ class DeviceLink:
             worker.cancel()
 
     async def _serve(self) -> None:
-        identity = session_identity(self.session.connection)
+        identity = self.session.peer_identity
         try:
             self.device = await self.endpoint.associate(identity)
         except DeviceRejected as exc:
