@@ -16,6 +16,8 @@ DEFAULT_DATA_DIR = Path("fleetgate-data")
 DATABASE_FILE = "fleetgate.db"
 DATA_DIR_ENV = "FLEETGATE_DATA_DIR"
 DATABASE_URL_ENV = "FLEETGATE_DATABASE_URL"
+LOG_FORMAT_ENV = "FLEETGATE_LOG_FORMAT"
+METRICS_WITHOUT_KEY_ENV = "FLEETGATE_METRICS_WITHOUT_KEY"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,10 +70,10 @@ class ConnectionLogSettings:
     buffer_size: int = 10_000
     batch_size: int = 500
     flush_interval: dt.timedelta = dt.timedelta(seconds=1)
-    # Events older than this are deleted; None keeps them.
-    retention: dt.timedelta | None = dt.timedelta(days=30)
-    # Newest events kept per project; None keeps them all.
-    max_events_per_project: int | None = 100_000
+    # Events older than this are deleted.
+    retention: dt.timedelta = dt.timedelta(days=30)
+    # Newest events kept per project; older ones are deleted.
+    max_events_per_project: int = 100_000
     prune_interval: dt.timedelta = dt.timedelta(minutes=10)
     # Rejected handshakes recorded per project and minute. Beyond this,
     # refusals are only counted, so a flood of bad chains naming a real
@@ -118,6 +120,8 @@ class ApiSettings:
 
     host: str = "127.0.0.1"
     port: int = 8080
+    # Serve /metrics without an API key to clients on loopback addresses.
+    metrics_without_key: bool = False
 
 
 # Largest firmware artifact that an upload may carry, in bytes. Golioth's

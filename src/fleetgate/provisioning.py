@@ -46,6 +46,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from fleetgate import metrics
 from fleetgate.errors import Conflict, DeviceRejected, NotFound, Reason
 from fleetgate.pki.identity import validate_certificate_id
 from fleetgate.store import manifests
@@ -173,9 +174,11 @@ def associate(
             continue
 
         if associated.created or associated.adopted:
+            how = "created" if associated.created else "adopted"
+            metrics.DEVICES_PROVISIONED.labels(how=how).inc()
             logger.info(
                 "device %s project=%s device=%s name=%s cert_id=%s fingerprint=%s",
-                "created" if associated.created else "adopted",
+                how,
                 project_id,
                 associated.device_id,
                 associated.name,

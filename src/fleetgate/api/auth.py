@@ -37,12 +37,12 @@ log = logging.getLogger(__name__)
 
 REJECTION_LOG_INTERVAL = 10.0
 
-_api_key_header = APIKeyHeader(
+api_key_header = APIKeyHeader(
     name="x-api-key",
     auto_error=False,
     description="A key from 'fleetgate apikey create'.",
 )
-_bearer = HTTPBearer(
+bearer_header = HTTPBearer(
     auto_error=False,
     description="The same key, sent as Authorization: Bearer <key>.",
 )
@@ -112,8 +112,8 @@ _rejections = _RejectionLog(REJECTION_LOG_INTERVAL)
 def authenticate(
     request: Request,
     context: ContextDep,
-    api_key: Annotated[str | None, Security(_api_key_header)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    api_key: Annotated[str | None, Security(api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_header)],
 ) -> Caller:
     """Return the caller of a request, or raise Unauthenticated."""
     presented = api_key or (bearer.credentials if bearer is not None else None)

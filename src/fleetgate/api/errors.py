@@ -34,6 +34,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fleetgate import metrics
 from fleetgate.errors import FleetgateError, Reason, StoreUnavailable, Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 # Bodies are a CA certificate in base64, a device or a state value, all
 # far below this.
 MAX_BODY_BYTES = 1024 * 1024
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 _HTTP_REASONS = {
     404: Reason.NOT_FOUND,
@@ -117,6 +120,19 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _measure(scope: Scope, status: int, seconds: float) -> None:
+    # The route template, such as /v1/projects/{project_id}/devices, and
+    # not the path, so that each route is one series whatever IDs it
+    # carries. Unknown methods share one label value for the same reason.
+    route = getattr(scope.get("route"), "path", None) or "unmatched"
+    method = str(scope.get("method", "-"))
+    metrics.HTTP_REQUEST_SECONDS.labels(
+        method=method if method in _METHODS else "other",
+        route=route,
+        status_class=f"{status // 100}xx",
+    ).observe(seconds)
+
+
 def _describe(error: Any) -> str:
     # Locations start with where the value came from: body, query, path
     # or header. The value itself is left out, because it may be long
@@ -191,12 +207,14 @@ class GuardMiddleware:
                 status,
                 (time.perf_counter() - started_at) * 1000,
             )
+            _measure(scope, status, time.perf_counter() - started_at)
         except Exception:
             log.exception(
                 "api request failed method=%s path=%s reason=internal_error",
                 scope.get("method", "-"),
                 scope.get("path", "-"),
             )
+            _measure(scope, status or 500, time.perf_counter() - started_at)
             if status:
                 raise
             await self._send_error(

@@ -16,6 +16,7 @@ exit code 1. Options outside their range are usage errors (exit code 2).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import enum
 import errno
@@ -34,7 +35,14 @@ from fleetgate.cli.common import (
     error_console,
     exit_on_error,
 )
-from fleetgate.config import ApiSettings, GatewaySettings, Settings
+from fleetgate.config import (
+    LOG_FORMAT_ENV,
+    METRICS_WITHOUT_KEY_ENV,
+    ApiSettings,
+    ConnectionLogSettings,
+    GatewaySettings,
+    Settings,
+)
 from fleetgate.errors import StartupFailed
 from fleetgate.gateway.server import Gateway
 from fleetgate.gateway.server_identity import (
@@ -43,6 +51,7 @@ from fleetgate.gateway.server_identity import (
     load_server_identity,
 )
 from fleetgate.gateway.workers import WorkerPool
+from fleetgate.log_format import LogFormat, configure_logging
 from fleetgate.store import apikeys
 from fleetgate.store.apikeys import IssuedApiKey
 from fleetgate.store.audit import CLI_ACTOR
@@ -54,6 +63,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("fleetgate.serve")
 
 MAX_PORT = 65_535
+# Ten years: keeps the cutoff date far from datetime's limits.
+MAX_CONNECTION_LOG_DAYS = 3650
+CONNECTION_LOG_DEFAULTS = ConnectionLogSettings()
 # A day. The bound also keeps out "inf", which timedelta cannot hold.
 MAX_IDLE_TIMEOUT = 86_400
 # A bound against typos: every worker opens its own database connections.
@@ -142,12 +154,38 @@ def serve(
             help="Lowest level of the log lines written to standard error.",
         ),
     ] = LogLevel.INFO,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            case_sensitive=False,
+            envvar=LOG_FORMAT_ENV,
+            help="Format of the log lines: text, or json for one JSON object per line.",
+        ),
+    ] = LogFormat.TEXT,
+    metrics_without_key: Annotated[
+        bool,
+        typer.Option(
+            "--metrics-without-key",
+            envvar=METRICS_WITHOUT_KEY_ENV,
+            help="Serve /metrics without an API key to clients on loopback "
+            "addresses; other clients still need an admin key.",
+        ),
+    ] = False,
+    connection_log_days: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=MAX_CONNECTION_LOG_DAYS,
+            help="Days that connection log events are kept.",
+        ),
+    ] = CONNECTION_LOG_DEFAULTS.retention.days,
+    connection_log_max_events: Annotated[
+        int,
+        typer.Option(min=1, help="Newest connection log events kept per project."),
+    ] = CONNECTION_LOG_DEFAULTS.max_events_per_project,
 ) -> None:
     """Run the device gateway (CoAP over DTLS) and the management API (HTTP)."""
-    logging.basicConfig(
-        level=log_level.value,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(log_level.value, log_format)
     # Migration progress is noise on every start; failures still surface.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     settings = Settings.from_options(data_dir, database_url)
@@ -172,8 +210,19 @@ def serve(
             idle_timeout=dt.timedelta(seconds=idle_timeout),
             max_sessions=max_sessions,
             workers=workers,
+            connection_log=dataclasses.replace(
+                CONNECTION_LOG_DEFAULTS,
+                retention=dt.timedelta(days=connection_log_days),
+                max_events_per_project=connection_log_max_events,
+            ),
         )
-        api_settings = None if no_api else ApiSettings(host=api_host, port=api_port)
+        api_settings = (
+            None
+            if no_api
+            else ApiSettings(
+                host=api_host, port=api_port, metrics_without_key=metrics_without_key
+            )
+        )
         try:
             asyncio.run(_run(db, identity, gateway_settings, api_settings))
         finally:
@@ -231,6 +280,7 @@ async def _run(
                 rpc_call=gateway.rpc.call,
                 close_sessions=gateway.close_device_sessions,
             )
+            app.state.metrics_without_key = api_settings.metrics_without_key
             api = ApiServer(app, api_settings.host, api_settings.port)
             await api.start()
             api_host, api_port = api.address

@@ -160,15 +160,11 @@ class ConnectionLog:
 
     async def prune(self) -> int:
         """Delete events beyond the configured age and count."""
-        settings = self.settings
-        older_than = None
-        if settings.retention is not None:
-            older_than = dt.datetime.now(dt.UTC) - settings.retention
         deleted = await asyncio.to_thread(
             connections.prune_events,
             self.db,
-            older_than=older_than,
-            max_per_project=settings.max_events_per_project,
+            older_than=dt.datetime.now(dt.UTC) - self.settings.retention,
+            max_per_project=self.settings.max_events_per_project,
         )
         if deleted:
             log.info("connection log pruned events=%d", deleted)

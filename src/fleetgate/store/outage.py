@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from fleetgate import metrics
 from fleetgate.errors import Reason
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class OutageMonitor:
 
     def failed(self, error: str) -> None:
         """Record one failed transaction and log it when a line is due."""
+        metrics.DATABASE_ERRORS.inc()
         now = self._clock()
         with self._lock:
             self._failures += 1

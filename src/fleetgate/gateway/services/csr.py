@@ -40,7 +40,7 @@ import logging
 from aiocoap.numbers.codes import Code
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from fleetgate import rotation
+from fleetgate import metrics, rotation
 from fleetgate.errors import (
     DeviceRejected,
     FleetgateError,
@@ -101,6 +101,7 @@ class CsrService:
         except FleetgateError as exc:
             return self._refusal(identity, exc)
 
+        metrics.CSRS.labels(result="issued", reason="none").inc()
         der = result.certificate.public_bytes(Encoding.DER)
         if len(der) > self._max_payload:
             log.warning(
@@ -115,6 +116,7 @@ class CsrService:
         return CoapResponse(Code.CHANGED, der, OCTET_STREAM)
 
     def _refusal(self, device: DeviceIdentity, exc: FleetgateError) -> CoapResponse:
+        metrics.CSRS.labels(result="rejected", reason=exc.reason).inc()
         fields = (
             f"project={device.project_id} device={device.device_id} "
             f"cert_id={device.certificate_id} reason={exc.reason}"
