@@ -11,7 +11,9 @@ the event loop that also serves DTLS never waits on the database.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
+from cryptography import x509
 from fastapi import FastAPI
 
 from fleetgate.api.console import install_console
@@ -24,6 +26,7 @@ from fleetgate.api.routes import (
     connections,
     devices,
     explain,
+    forecast,
     manifests,
     metrics,
     pki,
@@ -56,6 +59,7 @@ def create_app(
     trust_changed: TrustChanged | None = None,
     rpc_call: RpcCaller | None = None,
     close_sessions: SessionCloser | None = None,
+    server_chain: Sequence[x509.Certificate] = (),
     max_artifact_bytes: int = MAX_ARTIFACT_BYTES,
 ) -> FastAPI:
     """Build the management API around an open database.
@@ -64,6 +68,7 @@ def create_app(
     certificates change, so the gateway can drop its cached anchors.
     ``rpc_call`` sends calls to devices connected to this process's gateway,
     and ``close_sessions`` closes their sessions (quarantines).
+    ``server_chain`` is the server chain devices hold, for the forecast.
     ``max_artifact_bytes`` bounds firmware uploads.
     """
     app = FastAPI(
@@ -90,12 +95,16 @@ def create_app(
         app.state.fleetgate = dataclasses.replace(
             app.state.fleetgate, close_sessions=close_sessions
         )
+    app.state.fleetgate = dataclasses.replace(
+        app.state.fleetgate, server_chain=tuple(server_chain)
+    )
 
     for module in (
         projects,
         quarantines,
         certificates,
         devices,
+        forecast,
         manifests,
         explain,
         state,

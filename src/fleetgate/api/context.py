@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Annotated, Any
 
+from cryptography import x509
 from fastapi import Depends, Request
 
 from fleetgate.config import MAX_ARTIFACT_BYTES
@@ -40,6 +41,9 @@ class ApiContext:
     rpc_call: RpcCaller | None = None
     # The gateway's close_device_sessions when it runs in this process.
     close_sessions: SessionCloser | None = None
+    # The server certificate chain and root that devices hold, for the
+    # expiry forecast.
+    server_chain: tuple[x509.Certificate, ...] = ()
     # Largest firmware artifact an upload may carry, in bytes.
     max_artifact_bytes: int = MAX_ARTIFACT_BYTES
 

@@ -13,6 +13,7 @@ from fleetgate.cli import (
     device_simulate,
     devices,
     explain,
+    forecast,
     manifests,
     ota,
     pki,
@@ -41,6 +42,7 @@ app.add_typer(ota.app, name="ota")
 devices.app.command("certificates")(device_certificates.certificates)
 devices.app.command("connections")(device_connections.connections_)
 devices.app.command("rotate")(device_rotate.rotate)
+app.command("forecast")(forecast.forecast)
 app.add_typer(quarantines.app, name="quarantine")
 app.add_typer(manifests.app, name="manifest")
 pki.app.command("explain")(explain.explain)

@@ -273,12 +273,16 @@ async def _run(
             # time of every other fleetgate command.
             from fleetgate.api.app import create_app
             from fleetgate.api.server import ApiServer
+            from fleetgate.forecast import load_server_chain
 
             app = create_app(
                 db,
                 trust_changed=gateway.trust.invalidate,
                 rpc_call=gateway.rpc.call,
                 close_sessions=gateway.close_device_sessions,
+                server_chain=load_server_chain(
+                    identity.credentials.certificate_chain, identity.root_path
+                ),
             )
             app.state.metrics_without_key = api_settings.metrics_without_key
             api = ApiServer(app, api_settings.host, api_settings.port)
