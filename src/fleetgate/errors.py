@@ -109,8 +109,6 @@ class Reason(enum.StrEnum):
     # Why an established DTLS session ended.
     CLOSED_BY_PEER = "closed_by_peer"
     IDLE_TIMEOUT = "idle_timeout"
-    SESSION_REPLACED = "session_replaced"
-    SESSION_ERROR = "session_error"
     SERVER_STOPPED = "server_stopped"
     PROVIDER_FAILED = "provider_failed"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
