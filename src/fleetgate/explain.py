@@ -1,6 +1,6 @@
 """Explain what the gateway would do with a device certificate and its chain.
 
-:func:`explain_certificate` answers, for one project and without
+:func:`explain_certificate` reports, for one project and without
 changing anything: which registered CA certificate would anchor the
 chain and at what depth, which rules of the verification policy hold or
 fail with their reason codes, which association rule would apply, and
@@ -64,7 +64,7 @@ class ChainMember:
 
 @dataclasses.dataclass(frozen=True)
 class Explanation:
-    """What the gateway would do with one chain in one project."""
+    """The gateway's verdict on one chain in one project, and its reasons."""
 
     project_id: str
     certificate_id: str | None
@@ -134,7 +134,7 @@ def _association_json(preview: AssociationPreview | None) -> dict[str, Any] | No
 
 
 class _OneProject:
-    """An anchor source that answers for one project only."""
+    """An anchor source limited to one project."""
 
     def __init__(self, project_id: str, trust: ProjectTrust | None) -> None:
         self._project_id = project_id

@@ -1,7 +1,7 @@
 """Expiry forecast: how many devices lose service on which date.
 
-A device keeps service while every certificate it depends on is valid:
-its own certificate (the one it last connected with), each CA
+A device keeps service while every certificate it depends on is valid.
+These are its own certificate (the one it last connected with), each CA
 certificate of the chain it last presented (recorded at association,
 registered or sent by the device), and the server certificate chain
 that devices verify the gateway with. If nothing is rotated, a device
@@ -64,7 +64,7 @@ class CertificateForecast:
     # Devices for which this certificate is the first to expire.
     devices_lost: int
     # The registered CA certificate's ID; None for a server certificate
-    # or an intermediate that devices send but nobody registered.
+    # or an intermediate that devices send but the project lacks.
     ca_id: str | None = None
 
 
@@ -200,7 +200,12 @@ def expiry_forecast(
             beyond += 1
         else:
             week = int((lost_at - now) / WEEK)
-            column = 0 if cause is None else (1 if tracked[cause].kind == "ca" else 2)
+            if cause is None:
+                column = 0
+            elif tracked[cause].kind == "ca":
+                column = 1
+            else:
+                column = 2
             counts[week][column] += 1
 
     return ExpiryForecast(

@@ -413,7 +413,7 @@ AssociationRule = Literal["existing", "adopt", "create", "create_with_suffix"]
 
 @dataclasses.dataclass(frozen=True)
 class AssociationPreview:
-    """Which association rule a certificate ID would meet, and its outcome.
+    """The association rule a certificate ID would meet, and its outcome.
 
     ``reason`` is set when the device would be rejected after the rule
     matched: a disabled device, or a certificate ID missing from the

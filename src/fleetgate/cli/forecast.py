@@ -1,8 +1,8 @@
 """``fleetgate forecast``: devices losing service by week if nothing is rotated.
 
 The server chain is read from ``--server-chain`` or, by default, from
-the development server PKI in the data folder when it exists; without
-either, the forecast leaves the server chain out and says so.
+the development server PKI in the data folder when it exists. Without
+either, the forecast leaves the server chain out and prints a note.
 """
 
 from __future__ import annotations

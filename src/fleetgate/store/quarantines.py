@@ -59,7 +59,8 @@ def normalize_fingerprint(value: str) -> str:
     if not _FINGERPRINT.fullmatch(digits):
         raise InvalidInput(
             f"cannot use CA fingerprint {value!r}: expected the 64 hex digits "
-            "of a SHA-256 fingerprint, as fleetgate ca list --full shows"
+            "of a SHA-256 fingerprint, as fleetgate pki explain --json shows "
+            "for each certificate of a chain"
         )
     return digits
 
@@ -211,8 +212,8 @@ def _batch_devices(session: Session, project_id: str, batch: str) -> list[Device
 
 def _ca_devices(session: Session, project_id: str, fingerprint: str) -> list[Device]:
     # NOTE: the chain is a JSON column, so the match runs in Python over
-    # the project's devices that have one; a fleet of millions would want
-    # a table of (device, CA fingerprint) with an index instead.
+    # the project's devices that have one. A fleet of millions would need
+    # an indexed table of (device, CA fingerprint) instead.
     candidates = session.scalars(
         select(Device)
         .where(Device.project_id == project_id, Device.ca_chain.is_not(None))

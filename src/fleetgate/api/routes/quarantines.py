@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1/projects/{project_id}/quarantines", tags=["quaran
 
 
 class QuarantineCreate(ApiModel):
-    """What to quarantine: a manifest batch or a CA certificate's fingerprint."""
+    """The target of a quarantine: a manifest batch or a CA fingerprint."""
 
     batch: str | None = Field(default=None, max_length=128)
     ca_fingerprint: str | None = Field(default=None, max_length=200)
