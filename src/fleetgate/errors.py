@@ -92,6 +92,13 @@ class Reason(enum.StrEnum):
     NO_CLIENT_CERTIFICATE = "no_client_certificate"
     HANDSHAKE_FAILED = "handshake_failed"
 
+    # Pre-shared keys (DTLS PSK).
+    WEAK_PSK = "weak_psk"
+    INVALID_PSK_IDENTITY = "invalid_psk_identity"
+    UNKNOWN_PSK_IDENTITY = "unknown_psk_identity"
+    PSK_MISMATCH = "psk_mismatch"
+    PSK_UNREADABLE = "psk_unreadable"
+
     # Devices.
     DEVICE_DISABLED = "device_disabled"
     # The project creates devices only for certificate IDs in a manifest.
@@ -218,14 +225,23 @@ class DeviceRejected(FleetgateError):
         project_id: str | None = None,
         certificate_id: str | None = None,
         fingerprint: str | None = None,
+        psk_id: str | None = None,
     ) -> None:
         super().__init__(message, reason=reason)
         self.project_id = project_id
         self.certificate_id = certificate_id
         self.fingerprint = fingerprint
+        # The part of a PSK identity before "@<project>", for PSK devices.
+        self.psk_id = psk_id
 
     def log_fields(self) -> str:
         """Render the context as ``key=value`` fields for a log line."""
+        if self.psk_id is not None:
+            return (
+                f"project={self.project_id or '-'} "
+                f"psk_id={self.psk_id} "
+                f"reason={self.reason}"
+            )
         return (
             f"project={self.project_id or '-'} "
             f"cert_id={self.certificate_id or '-'} "

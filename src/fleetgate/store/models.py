@@ -361,6 +361,32 @@ class Setting(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+class PskCredential(Base):
+    """A DTLS pre-shared key of one device, sealed by the key-encryption key.
+
+    ``identity`` is ``<psk-id>@<project-id>``, unique across projects.
+    ``sealed_key`` is the AES-256-GCM nonce, ciphertext and tag of the
+    key, bound to this row's ID, project, device and identity, so it
+    cannot be moved to another row.
+    """
+
+    __tablename__ = "psk_credentials"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), index=True
+    )
+    identity: Mapped[str] = mapped_column(String(128), unique=True, index=True)
+    sealed_key: Mapped[bytes] = mapped_column(LargeBinary)
+    # KeyEncryptionKey.key_id of the key that sealed it.
+    key_encryption_key_id: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
 class ConnectionEventRow(Base):
     """One line of a project's connection log: a handshake or a session end.
 
