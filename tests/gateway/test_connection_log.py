@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 
 from fleetgate import metrics
 from fleetgate.client import HandshakeRefused
-from fleetgate.config import ConnectionLogSettings
+from fleetgate.config import ConnectionLogSettings, GatewaySettings
+from fleetgate.gateway.server_identity import ServerIdentity
 from fleetgate.pki import tools
 from fleetgate.store import connections, devices, projects
 from fleetgate.store.connections import ConnectionEvent
@@ -214,3 +215,54 @@ class TestCloneDetection:
         )
         assert "clone_suspected" not in {e.result for e in events}
         assert connections.clone_suspects(database, PROJECT) == []
+
+
+def test_sessions_gauge_counts_live_sessions(
+    gateway: GatewayThread, pki: FleetPki
+) -> None:
+    with connect(gateway, pki.device("sensor-1")) as client:
+        client.request("GET", ".d")
+        live = metrics.REGISTRY.get_sample_value("fleetgate_sessions_active")
+
+    assert live == 1
+
+
+def test_idle_session_is_logged_as_idle_timeout(
+    start_gateway: GatewayFactory, pki: FleetPki, database: Database
+) -> None:
+    gateway = start_gateway(
+        connection_log=FAST_LOG, idle_timeout=dt.timedelta(seconds=1)
+    )
+    client = connect(gateway, pki.device("sensor-1"))
+    client.connect()
+    client.request("GET", ".d")
+
+    events = wait_for_events(
+        database, lambda found: any(e.result == "closed" for e in found)
+    )
+    client.channel.abort()
+
+    assert results(events)[0] == ("closed", "idle_timeout")
+
+
+def test_stop_writes_sessions_closed_by_the_server(
+    database: Database, server_identity: ServerIdentity, pki: FleetPki
+) -> None:
+    # Written only by the final flush: the interval never comes.
+    settings = GatewaySettings(
+        host="127.0.0.1",
+        port=0,
+        connection_log=ConnectionLogSettings(flush_interval=dt.timedelta(hours=1)),
+    )
+    gateway = GatewayThread(database, server_identity, settings)
+    client = connect(gateway, pki.device("sensor-1"))
+    try:
+        client.connect()
+        client.request("GET", ".d")
+    finally:
+        gateway.stop()
+        client.channel.abort()
+
+    events = connections.list_events(database, PROJECT)
+
+    assert results(events) == [("closed", "server_stopped"), ("accepted", None)]
