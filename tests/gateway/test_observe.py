@@ -145,6 +145,25 @@ class TestNotifications:
         assert seen == sorted(seen)
         assert len(set(seen)) == 3
 
+    def test_shared_rendering_follows_each_change(
+        self,
+        device: DeviceClient,
+        gateway: GatewayThread,
+        pki: FleetPki,
+        database: Database,
+    ) -> None:
+        second = connect(gateway, pki.device("sensor-1"))
+        with second:
+            observe(device, ".d/level", mid=1)
+            observe(device, ".d/level", mid=2, token=b"\x0b\x5f")
+            observe(second, ".d/level", mid=1)
+            identifier = device_id(database)
+            for value in range(3):
+                state_store.set_state(database, identifier, ("level",), value)
+                payloads = [receive(device).payload, receive(device).payload]
+                payloads.append(receive(second).payload)
+                assert payloads == [str(value).encode()] * 3
+
     def test_coap_write_is_notified(self, device: DeviceClient) -> None:
         observe(device, ".d/desired", mid=1)
         # The write's own response and the notification may come in

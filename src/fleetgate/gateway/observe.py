@@ -69,6 +69,10 @@ SENT_WINDOW = 1024
 MAX_ROUNDS_PER_TASK = 32
 
 LinkKey = int
+# Project ID, device ID, Uri-Path, Uri-Query and Accept of an observed GET.
+RenderKey = tuple[str, str, tuple[str, ...], tuple[str, ...], object]
+# Renderings kept for reuse; the oldest is dropped first.
+MAX_RENDERED = 4096
 
 
 @dataclasses.dataclass(eq=False)
@@ -84,6 +88,8 @@ class Observation:
     active: bool = True
     stale: bool = False
     task: asyncio.Task[None] | None = None
+    # The registry's change counter when this observation last became stale.
+    stale_since: int = 0
 
 
 class ObserverRegistry:
@@ -107,6 +113,12 @@ class ObserverRegistry:
         )
         self._awaiting: dict[tuple[LinkKey, int], asyncio.Future[Type]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Counts changes, so that a rendered notification can be reused
+        # by every observer of the same request that a change made stale.
+        self._changes = 0
+        self._rendered: collections.OrderedDict[RenderKey, tuple[int, CoapResponse]] = (
+            collections.OrderedDict()
+        )
 
     @property
     def count(self) -> int:
@@ -205,6 +217,7 @@ class ObserverRegistry:
             del self._sent[key]
 
     def _changed(self, device_id: str, changed: tuple[str, ...]) -> None:
+        self._changes += 1
         for observation in list(self._by_device.get(device_id, ())):
             if _overlaps(observation.path, changed):
                 self._schedule(observation)
@@ -212,6 +225,7 @@ class ObserverRegistry:
     def _resource_changed(
         self, prefix: str, project_id: str, device_id: str | None
     ) -> None:
+        self._changes += 1
         if device_id is None:
             candidates = [item for group in self._by_device.values() for item in group]
         else:
@@ -228,6 +242,7 @@ class ObserverRegistry:
     def _schedule(self, observation: Observation) -> None:
         if not observation.active:
             return
+        observation.stale_since = self._changes
         if observation.task is not None and not observation.task.done():
             observation.stale = True
             return
@@ -270,9 +285,42 @@ class ObserverRegistry:
             await self._deliver(observation, response)
 
     async def _notify(self, observation: Observation) -> None:
-        response = await observation.link.render(observation.request)
+        response = await self._render(observation)
         if observation.active:
             await self._deliver(observation, response)
+
+    async def _render(self, observation: Observation) -> CoapResponse:
+        """Render the observed GET again, or reuse a rendering as new as needed.
+
+        Thousands of observers of one value would otherwise each read
+        it from the store after every change. Only requests without
+        block-wise options are shared, because their response does not
+        depend on the session.
+        """
+        request = observation.request
+        device = observation.link.device
+        if device is None or request.opt.block1 is not None or request.opt.block2:
+            return await observation.link.render(request)
+        key = (
+            device.project_id,
+            device.device_id,
+            tuple(request.opt.uri_path),
+            tuple(request.opt.uri_query),
+            request.opt.accept,
+        )
+        cached = self._rendered.get(key)
+        if cached is not None and cached[0] >= observation.stale_since:
+            return cached[1]
+
+        rendered_at = self._changes
+        response = await observation.link.render(request)
+        previous = self._rendered.get(key)
+        if previous is None or previous[0] <= rendered_at:
+            self._rendered[key] = (rendered_at, response)
+            self._rendered.move_to_end(key)
+            while len(self._rendered) > MAX_RENDERED:
+                self._rendered.popitem(last=False)
+        return response
 
     async def _deliver(self, observation: Observation, response: CoapResponse) -> None:
         link = observation.link
