@@ -23,6 +23,15 @@ def detector(clock: Clock) -> CloneDetector:
     return CloneDetector(window=30.0, grace=2.0, clock=clock)
 
 
+def opened_pair(clock: Clock) -> CloneDetector:
+    """Open the old session, then the new one, and let the new one talk."""
+    clones = detector(clock)
+    clones.opened(KEY, "old", OLD)
+    clones.opened(KEY, "new", NEW)
+    clones.traffic(KEY, "new")
+    return clones
+
+
 def test_both_sessions_talking_is_a_clone() -> None:
     clock = Clock()
     clones = detector(clock)
@@ -56,10 +65,7 @@ def test_silent_old_session_is_a_reconnect() -> None:
 
 def test_old_traffic_within_grace_is_ignored() -> None:
     clock = Clock()
-    clones = detector(clock)
-    clones.opened(KEY, "old", OLD)
-    clones.opened(KEY, "new", NEW)
-    clones.traffic(KEY, "new")
+    clones = opened_pair(clock)
 
     clock.now += 1
     clashes = clones.traffic(KEY, "old")
@@ -69,10 +75,7 @@ def test_old_traffic_within_grace_is_ignored() -> None:
 
 def test_traffic_further_apart_than_window_is_ignored() -> None:
     clock = Clock()
-    clones = detector(clock)
-    clones.opened(KEY, "old", OLD)
-    clones.opened(KEY, "new", NEW)
-    clones.traffic(KEY, "new")
+    clones = opened_pair(clock)
 
     clock.now += 40
     clashes = clones.traffic(KEY, "old")
@@ -82,10 +85,7 @@ def test_traffic_further_apart_than_window_is_ignored() -> None:
 
 def test_clone_is_reported_once_per_pair() -> None:
     clock = Clock()
-    clones = detector(clock)
-    clones.opened(KEY, "old", OLD)
-    clones.opened(KEY, "new", NEW)
-    clones.traffic(KEY, "new")
+    clones = opened_pair(clock)
     clock.now += 3
     first = clones.traffic(KEY, "old")
 
@@ -109,10 +109,7 @@ def test_same_address_is_no_clone() -> None:
 
 def test_closed_session_is_forgotten() -> None:
     clock = Clock()
-    clones = detector(clock)
-    clones.opened(KEY, "old", OLD)
-    clones.opened(KEY, "new", NEW)
-    clones.traffic(KEY, "new")
+    clones = opened_pair(clock)
     clones.closed(KEY, "new")
     clock.now += 3
 

@@ -1,9 +1,9 @@
 """Clone detection: one certificate ID in two live sessions from two addresses.
 
-A genuine device that reconnects from a new address or port (NAT
-rebinding, a reboot, a new handshake after a lost session) leaves its
-old session open until it idles out, so two sessions of one certificate
-ID are normal for a while. What one device does not do is keep both
+A genuine device may reconnect from a new address or port, after NAT
+rebinding, a reboot or a lost session. Its old session stays open until
+it idles out, so two sessions of one certificate ID are normal for a
+while. What one device does not do is keep both
 talking: once the newer session is established, the old one falls
 silent. Two devices that share a key keep both busy.
 

@@ -8,7 +8,7 @@ by age and count, and writes what is left when the gateway stops.
 Bounds, so that a flood of handshakes cannot exhaust memory or the
 table:
 
-- the buffer holds at most ``buffer_size`` events; further events are
+- the buffer contains at most ``buffer_size`` events; further events are
   dropped, counted in ``fleetgate_connection_log_dropped_total``, and
   logged at most once a minute with the count;
 - a refusal without an existing project (no subject, or an ``O`` naming

@@ -11,8 +11,8 @@ by a count per project.
 
 Results are ``accepted`` (the device was associated with its record),
 ``rejected`` (the chain, the device record or the handshake was
-refused; ``reason`` says why), ``closed`` (an accepted session ended;
-``reason`` says how) and ``clone_suspected`` (one certificate ID in two
+refused; ``reason`` gives the cause), ``closed`` (an accepted session
+ended; ``reason`` gives the cause) and ``clone_suspected`` (one certificate ID in two
 live sessions from two addresses; ``other_peer`` is the second one).
 """
 
@@ -36,7 +36,7 @@ MAX_CLONE_ROWS = 10_000
 
 
 class ConnectionResult(enum.StrEnum):
-    """What happened to a connection."""
+    """The outcome that a connection event records."""
 
     ACCEPTED = "accepted"
     REJECTED = "rejected"

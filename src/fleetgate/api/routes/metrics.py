@@ -2,11 +2,11 @@
 
 The figures span every project, so reading them takes an admin API key
 (``x-api-key`` or ``Authorization: Bearer``, which Prometheus sends with
-``authorization: {credentials: ...}``); a project key gets 403. With
-``fleetgate serve --metrics-without-key`` (stored as
-``app.state.metrics_without_key``), clients on a loopback address read
-them without a key, as a Prometheus or an agent on the same host does;
-other clients still need an admin key.
+``authorization: {credentials: ...}``), and a project key gets 403.
+``fleetgate serve --metrics-without-key`` sets
+``app.state.metrics_without_key``. Clients on a loopback address, such
+as a Prometheus on the same host, then read them without a key. Other
+clients still need an admin key.
 """
 
 from __future__ import annotations
