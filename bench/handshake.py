@@ -57,6 +57,7 @@ from fleetgate.store.database import Database
 
 PROJECT = "bench"
 READY = re.compile(r"Device gateway ready on coaps://[^ ]+:(?P<port>\d+)")
+API_READY = re.compile(r"API ready on (?P<url>http://\S+)")
 START_TIMEOUT = 30.0
 # Seconds a client waits for a handshake or a response before counting a failure.
 CLIENT_TIMEOUT = 5.0
@@ -111,6 +112,7 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     path: str
+    api_url: str | None = None
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time of the process so far."""
@@ -172,12 +174,17 @@ def start_fleetgate(
     *,
     database_url: str | None = None,
     options: Sequence[str] = (),
+    api: bool = False,
 ) -> Server:
-    """Start ``fleetgate serve`` on loopback and wait for its ready line."""
+    """Start ``fleetgate serve`` on loopback and wait for its ready lines."""
     log_file = log_path.open("wb")
     command = [sys.executable, "-m", "fleetgate", "serve", "--data-dir"]
     command += [str(data_dir), "--host", "127.0.0.1", "--port", "0"]
-    command += ["--no-api", "--log-level", "WARNING"]
+    if api:
+        command += ["--api-host", "127.0.0.1", "--api-port", "0"]
+    else:
+        command.append("--no-api")
+    command += ["--log-level", "WARNING"]
     if database_url is not None:
         command += ["--database-url", database_url]
     command += options
@@ -189,19 +196,24 @@ def start_fleetgate(
     )
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline and process.poll() is None:
-        match = READY.search(log_path.read_text(errors="replace"))
-        if match:
-            return Server("fleetgate serve", process, int(match["port"]), ".d")
+        output = log_path.read_text(errors="replace")
+        match = READY.search(output)
+        api_match = API_READY.search(output)
+        if match and (api_match or not api):
+            api_url = api_match["url"] if api_match else None
+            return Server("fleetgate serve", process, int(match["port"]), ".d", api_url)
         time.sleep(0.05)
     process.kill()
     process.wait(timeout=10)
     raise RuntimeError(f"fleetgate serve did not start:\n{log_path.read_text()}")
 
 
-def start_libcoap(pki: BenchPki, binary: str, log_path: Path) -> Server:
+def start_libcoap(
+    pki: BenchPki, binary: str, log_path: Path, *, extra: Sequence[str] = ()
+) -> Server:
     """Start ``coap-server-openssl`` with the same certificates."""
     base = free_port_pair()
-    command = [binary, "-A", "127.0.0.1", "-p", str(base), "-v", "3"]
+    command = [binary, "-A", "127.0.0.1", "-p", str(base), "-v", "3", *extra]
     command += ["-c", str(pki.server_chain), "-j", str(pki.server_key)]
     command += ["-R", str(pki.device_root)]
     process = subprocess.Popen(
