@@ -131,7 +131,13 @@ class Server:
                 self.process.wait(timeout=10)
 
 
-def prepare(folder: Path, device_count: int) -> BenchPki:
+def prepare(
+    folder: Path,
+    device_count: int,
+    *,
+    database_url: str | None = None,
+    project: str = PROJECT,
+) -> BenchPki:
     """Create the project, its root, the device certificates and the server PKI."""
     data_dir = folder / "data"
     identity = ensure_development_identity(data_dir / "server-pki")
@@ -140,17 +146,18 @@ def prepare(folder: Path, device_count: int) -> BenchPki:
     device_root = folder / "device-root.pem"
     tools.write_certificate(device_root, root)
 
-    db = Database.open(Settings(data_dir=data_dir).resolved_database_url)
+    url = database_url or Settings(data_dir=data_dir).resolved_database_url
+    db = Database.open(url)
     try:
-        projects.create_project(db, PROJECT)
-        certificates.add_ca_certificate(db, PROJECT, device_root.read_bytes())
+        projects.create_project(db, project)
+        certificates.add_ca_certificate(db, project, device_root.read_bytes())
     finally:
         db.dispose()
 
     issued = []
     for index in range(device_count):
         key = tools.make_device_key("ec-p256")
-        csr = tools.make_device_csr(key, PROJECT, f"bench-{index:03d}")
+        csr = tools.make_device_csr(key, project, f"bench-{index:03d}")
         cert_path, key_path = (
             folder / f"device-{index}.pem",
             folder / f"device-{index}.key",
