@@ -54,6 +54,11 @@ class Settings:
         """Folder of the development server CA and server certificate."""
         return self.data_dir / "server-pki"
 
+    @property
+    def key_encryption_key_file(self) -> Path:
+        """File of the key that seals PSK credentials in the database."""
+        return self.data_dir / "psk-key-encryption.key"
+
 
 @dataclasses.dataclass(frozen=True)
 class ConnectionLogSettings:

@@ -32,6 +32,7 @@ from fleetgate.gateway.server_identity import (
 from fleetgate.pki import tools
 from fleetgate.store import certificates, projects
 from fleetgate.store.database import Database
+from fleetgate.store.sealing import KeyEncryptionKey
 
 PROJECT = "acme-sensors"
 # Bounds every wait on the loop thread, in seconds.
@@ -46,7 +47,12 @@ class GatewayThread:
     """A started :class:`Gateway` whose event loop runs in a daemon thread."""
 
     def __init__(
-        self, db: Database, identity: ServerIdentity, settings: GatewaySettings
+        self,
+        db: Database,
+        identity: ServerIdentity,
+        settings: GatewaySettings,
+        *,
+        psk_key: KeyEncryptionKey | None = None,
     ) -> None:
         self.identity = identity
         self.loop = asyncio.new_event_loop()
@@ -56,7 +62,7 @@ class GatewayThread:
         self._thread.start()
 
         async def start() -> Gateway:
-            gateway = Gateway(db, identity.credentials, settings)
+            gateway = Gateway(db, identity.credentials, settings, psk_key=psk_key)
             await gateway.start()
             return gateway
 
@@ -188,6 +194,13 @@ def server_identity(tmp_path_factory: pytest.TempPathFactory) -> ServerIdentity:
     return ensure_development_identity(tmp_path_factory.mktemp("server-pki"))
 
 
+@pytest.fixture(scope="session")
+def psk_key(tmp_path_factory: pytest.TempPathFactory) -> KeyEncryptionKey:
+    """The key-encryption key of PSK credentials, made once per run."""
+    folder = tmp_path_factory.mktemp("psk-key")
+    return KeyEncryptionKey.load_or_create(folder / "psk-key-encryption.key")
+
+
 @pytest.fixture
 def pki(database: Database, tmp_path: Path) -> FleetPki:
     """The project ``acme-sensors`` with a registered root CA."""
@@ -199,7 +212,7 @@ GatewayFactory = Callable[..., GatewayThread]
 
 @pytest.fixture
 def start_gateway(
-    database: Database, server_identity: ServerIdentity
+    database: Database, server_identity: ServerIdentity, psk_key: KeyEncryptionKey
 ) -> Iterator[GatewayFactory]:
     """Return a function that starts a gateway with settings overrides."""
     started: list[GatewayThread] = []
@@ -207,7 +220,9 @@ def start_gateway(
     def start(**overrides: Any) -> GatewayThread:
         options: dict[str, Any] = {"host": "127.0.0.1", "port": 0}
         options.update(overrides)
-        running = GatewayThread(database, server_identity, GatewaySettings(**options))
+        running = GatewayThread(
+            database, server_identity, GatewaySettings(**options), psk_key=psk_key
+        )
         started.append(running)
         return running
 

@@ -17,13 +17,20 @@ from cryptography import x509
 from fastapi import FastAPI
 
 from fleetgate.api.console import install_console
-from fleetgate.api.context import ApiContext, RpcCaller, SessionCloser, TrustChanged
+from fleetgate.api.context import (
+    ApiContext,
+    PskChanged,
+    RpcCaller,
+    SessionCloser,
+    TrustChanged,
+)
 from fleetgate.api.errors import GuardMiddleware, install_error_handlers
 from fleetgate.api.routes import (
     artifacts,
     audit,
     certificates,
     connections,
+    credentials,
     devices,
     explain,
     forecast,
@@ -40,6 +47,7 @@ from fleetgate.api.routes import (
 )
 from fleetgate.config import MAX_ARTIFACT_BYTES
 from fleetgate.store.database import Database
+from fleetgate.store.sealing import KeyEncryptionKey
 
 DESCRIPTION = """\
 Manage projects, CA certificates, devices and LightDB State, and read
@@ -61,6 +69,8 @@ def create_app(
     close_sessions: SessionCloser | None = None,
     server_chain: Sequence[x509.Certificate] = (),
     max_artifact_bytes: int = MAX_ARTIFACT_BYTES,
+    psk_key: KeyEncryptionKey | None = None,
+    psk_changed: PskChanged | None = None,
 ) -> FastAPI:
     """Build the management API around an open database.
 
@@ -69,7 +79,9 @@ def create_app(
     ``rpc_call`` sends calls to devices connected to this process's gateway,
     and ``close_sessions`` closes their sessions (quarantines).
     ``server_chain`` is the server chain devices hold, for the forecast.
-    ``max_artifact_bytes`` bounds firmware uploads.
+    ``max_artifact_bytes`` bounds firmware uploads. ``psk_key`` seals new
+    PSK credentials, and ``psk_changed`` is called with a project ID after
+    its PSK credentials change.
     """
     app = FastAPI(
         title="Fleetgate management API",
@@ -90,6 +102,11 @@ def create_app(
             rpc_call=rpc_call,
             max_artifact_bytes=max_artifact_bytes,
         )
+    app.state.fleetgate = dataclasses.replace(app.state.fleetgate, psk_key=psk_key)
+    if psk_changed is not None:
+        app.state.fleetgate = dataclasses.replace(
+            app.state.fleetgate, psk_changed=psk_changed
+        )
 
     if close_sessions is not None:
         app.state.fleetgate = dataclasses.replace(
@@ -103,6 +120,7 @@ def create_app(
         projects,
         quarantines,
         certificates,
+        credentials,
         devices,
         forecast,
         manifests,

@@ -1,4 +1,4 @@
-"""The request context of every route: the database and the trust hook."""
+"""The request context of every route: the database and the gateway's hooks."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from fastapi import Depends, Request
 
 from fleetgate.config import MAX_ARTIFACT_BYTES
 from fleetgate.store.database import Database
+from fleetgate.store.sealing import KeyEncryptionKey
 
 if TYPE_CHECKING:
     from fleetgate.gateway.services.rpc import RpcResult
 
 TrustChanged = Callable[[str], None]
+# Called with a project ID after its PSK credentials change.
+PskChanged = Callable[[str], None]
 # Project ID, device ID, method, params and timeout in seconds.
 RpcCaller = Callable[[str, str, str, list[Any], float], Awaitable["RpcResult"]]
 # Project ID and device IDs; returns how many sessions were closed.
@@ -44,6 +47,10 @@ class ApiContext:
     # The server certificate chain and root that devices hold, for the
     # expiry forecast.
     server_chain: tuple[x509.Certificate, ...] = ()
+    # Seals the keys of new PSK credentials; None refuses to create them.
+    psk_key: KeyEncryptionKey | None = None
+    # The gateway's PskDirectory.reload_project when it runs in this process.
+    psk_changed: PskChanged = _ignore_trust_change
     # Largest firmware artifact an upload may carry, in bytes.
     max_artifact_bytes: int = MAX_ARTIFACT_BYTES
 

@@ -19,6 +19,7 @@ from fleetgate.cli import (
     pki,
     projects,
     providers,
+    psk,
     quarantines,
     serve,
 )
@@ -39,6 +40,7 @@ app.add_typer(pki.app, name="pki")
 app.add_typer(apikeys.app, name="apikey")
 app.add_typer(providers.app, name="provider")
 app.add_typer(ota.app, name="ota")
+app.add_typer(psk.app, name="psk")
 devices.app.command("certificates")(device_certificates.certificates)
 devices.app.command("connections")(device_connections.connections_)
 devices.app.command("rotate")(device_rotate.rotate)

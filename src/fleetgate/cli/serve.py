@@ -56,6 +56,7 @@ from fleetgate.store import apikeys
 from fleetgate.store.apikeys import IssuedApiKey
 from fleetgate.store.audit import CLI_ACTOR
 from fleetgate.store.database import Database
+from fleetgate.store.sealing import KeyEncryptionKey
 
 if TYPE_CHECKING:
     from fleetgate.api.server import ApiServer
@@ -203,6 +204,7 @@ def serve(
             identity = ensure_development_identity(
                 settings.server_pki_dir, tuple(hostname or ())
             )
+        psk_key = KeyEncryptionKey.load_or_create(settings.key_encryption_key_file)
         db = Database.open(settings.resolved_database_url)
         gateway_settings = GatewaySettings(
             host=host,
@@ -224,7 +226,7 @@ def serve(
             )
         )
         try:
-            asyncio.run(_run(db, identity, gateway_settings, api_settings))
+            asyncio.run(_run(db, identity, psk_key, gateway_settings, api_settings))
         finally:
             db.dispose()
 
@@ -244,6 +246,7 @@ def _create_data_dir(folder: Path) -> None:
 async def _run(
     db: Database,
     identity: ServerIdentity,
+    psk_key: KeyEncryptionKey,
     settings: GatewaySettings,
     api_settings: ApiSettings | None,
 ) -> None:
@@ -256,7 +259,7 @@ async def _run(
     if settings.workers > 1:
         gateway = _create_worker_pool(db, identity, settings)
     else:
-        gateway = _create_gateway(db, identity, settings)
+        gateway = _create_gateway(db, identity, settings, psk_key)
     try:
         await gateway.start()
     except OSError as exc:
@@ -283,6 +286,8 @@ async def _run(
                 server_chain=load_server_chain(
                     identity.credentials.certificate_chain, identity.root_path
                 ),
+                psk_key=psk_key,
+                psk_changed=gateway.psk.reload_project,
             )
             app.state.metrics_without_key = api_settings.metrics_without_key
             api = ApiServer(app, api_settings.host, api_settings.port)
@@ -309,10 +314,13 @@ async def _run(
 
 
 def _create_gateway(
-    db: Database, identity: ServerIdentity, settings: GatewaySettings
+    db: Database,
+    identity: ServerIdentity,
+    settings: GatewaySettings,
+    psk_key: KeyEncryptionKey,
 ) -> Gateway:
     try:
-        return Gateway(db, identity.credentials, settings)
+        return Gateway(db, identity.credentials, settings, psk_key=psk_key)
     except SSL.Error as exc:
         # The files were checked already, so this is a chain or key that
         # OpenSSL rejects for its own reasons, such as an unsupported key.

@@ -1,4 +1,4 @@
-"""The reference device client: CoAP over DTLS 1.2 with an X.509 certificate.
+"""The reference device client: CoAP over DTLS 1.2 with a certificate or a PSK.
 
 It plays a device the way Golioth's firmware SDK does, so that the
 gateway can be tested and measured without hardware, and it backs the
@@ -7,6 +7,10 @@ device-side commands. Synchronous and single-threaded by design::
     with DeviceClient("127.0.0.1", 5684, "device.pem", "device.key",
                       "server-ca.pem") as device:
         reply = device.request("GET", ".d/sensor", accept=CBOR)
+
+    psk = PskCredentials("sensor-1@acme-sensors", key)
+    with DeviceClient("127.0.0.1", 5684, psk=psk) as device:
+        ...
 
 :mod:`~fleetgate.client.context` loads the credentials and checks the
 server, :mod:`~fleetgate.client.dtls` runs the DTLS session over a UDP
@@ -19,8 +23,11 @@ from __future__ import annotations
 from fleetgate.client.coap import CoapReply, DeviceClient, TransmissionParameters
 from fleetgate.client.context import (
     DEFAULT_CIPHERS,
+    DEFAULT_PSK_CIPHERS,
     DeviceCredentials,
+    PskCredentials,
     build_client_context,
+    build_psk_context,
 )
 from fleetgate.client.dtls import COAPS_PORT, DEFAULT_MTU, ChannelState, DtlsChannel
 from fleetgate.client.errors import (
@@ -48,6 +55,7 @@ __all__ = [
     "COAPS_PORT",
     "DEFAULT_CIPHERS",
     "DEFAULT_MTU",
+    "DEFAULT_PSK_CIPHERS",
     "JSON",
     "OCTET_STREAM",
     "TEXT_PLAIN",
@@ -62,6 +70,7 @@ __all__ = [
     "HandshakeFailed",
     "HandshakeRefused",
     "HandshakeTimeout",
+    "PskCredentials",
     "RequestRejected",
     "RequestTimeout",
     "ServerNotTrusted",
@@ -69,4 +78,5 @@ __all__ = [
     "SessionClosed",
     "TransmissionParameters",
     "build_client_context",
+    "build_psk_context",
 ]

@@ -35,11 +35,15 @@ from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 from aiocoap.optiontypes import BlockOption
+from OpenSSL import SSL
 
 from fleetgate.client.context import (
     DEFAULT_CIPHERS,
+    DEFAULT_PSK_CIPHERS,
     DeviceCredentials,
+    PskCredentials,
     build_client_context,
+    build_psk_context,
 )
 from fleetgate.client.dtls import DEFAULT_MTU, ChannelState, DtlsChannel
 from fleetgate.client.errors import RequestRejected, RequestTimeout
@@ -127,40 +131,53 @@ class CoapReply:
 
 
 class DeviceClient:
-    """A device that talks CoAP over DTLS 1.2 with its X.509 certificate.
+    """A device that talks CoAP over DTLS 1.2 with its certificate or a PSK.
 
     Use it as a context manager, or call :meth:`connect` and
     :meth:`close`. ``timeout`` bounds the handshake and each request, in
     seconds. ``chain`` names files of intermediates to send after the
     device certificate. The server certificate must chain to ``ca`` and
-    name ``server_hostname`` (``host`` by default).
+    name ``server_hostname`` (``host`` by default). With ``psk`` in place
+    of ``cert``, ``key`` and ``ca`` the device authenticates with a
+    pre-shared key and ``ciphers`` defaults to the PSK suites.
     """
 
     def __init__(
         self,
         host: str,
         port: int,
-        cert: StrPath,
-        key: StrPath,
-        ca: StrPath,
+        cert: StrPath | None = None,
+        key: StrPath | None = None,
+        ca: StrPath | None = None,
         *,
+        psk: PskCredentials | None = None,
         chain: Sequence[StrPath] = (),
         timeout: float = 5.0,
         server_hostname: str | None = None,
-        ciphers: str = DEFAULT_CIPHERS,
+        ciphers: str | None = None,
         mtu: int = DEFAULT_MTU,
         transmission: TransmissionParameters | None = None,
         source_address: tuple[str, int] | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, not {timeout}")
-        credentials = DeviceCredentials(
-            certificate=Path(cert),
-            private_key=Path(key),
-            server_ca=Path(ca),
-            chain=tuple(Path(path) for path in chain),
-        )
-        context = build_client_context(credentials, ciphers=ciphers)
+        context: SSL.Context
+        if psk is not None:
+            if cert is not None or key is not None or ca is not None:
+                raise ValueError("give either psk or cert, key and ca, not both")
+            context = build_psk_context(psk, ciphers=ciphers or DEFAULT_PSK_CIPHERS)
+        elif cert is None or key is None or ca is None:
+            raise ValueError("give cert, key and ca, or psk")
+        else:
+            credentials = DeviceCredentials(
+                certificate=Path(cert),
+                private_key=Path(key),
+                server_ca=Path(ca),
+                chain=tuple(Path(path) for path in chain),
+            )
+            context = build_client_context(
+                credentials, ciphers=ciphers or DEFAULT_CIPHERS
+            )
         self.channel = DtlsChannel(
             context,
             host,

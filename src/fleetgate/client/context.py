@@ -13,13 +13,20 @@ OpenSSL's callbacks report into the :class:`HandshakeReport` that each
 connection carries as its app data: the first alert the server sent and
 the first reason its certificate was rejected. They must not raise,
 because cffi would only print the error and carry on.
+
+A device with a pre-shared key instead of a certificate uses
+:func:`build_psk_context`, which offers only the PSK suites: the server
+then sends no certificate and requests none, and the key authenticates
+both sides.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import weakref
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.bindings.openssl.binding import Binding
@@ -43,8 +50,28 @@ DEFAULT_CIPHERS = ":".join(
         "@SECLEVEL=0",
     ]
 )
+# The PSK suites of Golioth's firmware SDK, CCM_8 first as for
+# certificates. CCM_8 needs level 0.
+DEFAULT_PSK_CIPHERS = ":".join(
+    [
+        "PSK-AES128-CCM8",
+        "PSK-AES128-GCM-SHA256",
+        "PSK-AES128-CCM",
+        "PSK-AES128-CBC-SHA256",
+        "@SECLEVEL=0",
+    ]
+)
 # pyOpenSSL names no DTLS version constants; this is DTLS1_2_VERSION.
 DTLS1_2_VERSION = 0xFEFD
+# RFC 4279, section 5.3: identities up to 128 bytes and keys up to 64
+# bytes must be supported.
+MAX_PSK_IDENTITY_BYTES = 128
+MAX_PSK_BYTES = 64
+
+# Keeps each context's cffi PSK callback alive as long as the context.
+_PSK_CALLBACKS: weakref.WeakKeyDictionary[SSL.Context, Any] = (
+    weakref.WeakKeyDictionary()
+)
 
 # Weakest server keys accepted, in bits: OpenSSL's security level 2.
 MIN_RSA_BITS = 2048
@@ -111,6 +138,27 @@ class DeviceCredentials:
     chain: tuple[Path, ...] = ()
 
 
+@dataclasses.dataclass(frozen=True)
+class PskCredentials:
+    """A device's PSK identity (``<psk-id>@<project-id>``) and key bytes."""
+
+    identity: str
+    key: bytes = dataclasses.field(repr=False)
+
+    def __post_init__(self) -> None:
+        size = len(self.identity.encode("utf-8"))
+        if not 0 < size <= MAX_PSK_IDENTITY_BYTES:
+            raise CredentialsError(
+                f"cannot use PSK identity of {size} bytes: it must have 1 to "
+                f"{MAX_PSK_IDENTITY_BYTES}"
+            )
+        if not 0 < len(self.key) <= MAX_PSK_BYTES:
+            raise CredentialsError(
+                f"cannot use a pre-shared key of {len(self.key)} bytes: it must "
+                f"have 1 to {MAX_PSK_BYTES}"
+            )
+
+
 @dataclasses.dataclass
 class HandshakeReport:
     """Alerts and verification failures recorded by OpenSSL's callbacks."""
@@ -142,17 +190,7 @@ def build_client_context(
         sent += load_certificates(path)
     key = load_private_key(credentials.private_key)
 
-    context = SSL.Context(SSL.DTLS_CLIENT_METHOD)
-    context.set_min_proto_version(DTLS1_2_VERSION)
-    for option in (SSL.OP_NO_QUERY_MTU, SSL.OP_NO_TICKET, SSL.OP_NO_RENEGOTIATION):
-        if option is not None:  # None where the OpenSSL build lacks it
-            context.set_options(option)
-    try:
-        context.set_cipher_list(ciphers.encode("ascii"))
-    except SSL.Error as exc:
-        raise ValueError(
-            f"cannot use cipher list {ciphers!r}: {openssl_reasons(exc)}"
-        ) from exc
+    context = _new_context(ciphers)
     try:
         context.use_certificate(sent[0])
         # Extra certificates follow the leaf in the Certificate message
@@ -174,6 +212,61 @@ def build_client_context(
         ) from exc
     context.set_verify(SSL.VERIFY_PEER, _verify_server)
     context.set_info_callback(_record_alert)
+    return context
+
+
+def build_psk_context(
+    credentials: PskCredentials, *, ciphers: str = DEFAULT_PSK_CIPHERS
+) -> SSL.Context:
+    """Create a DTLS 1.2 client context that authenticates with a pre-shared key.
+
+    Connections need a :class:`HandshakeReport` as app data, as with
+    :func:`build_client_context`. Raises ValueError for a cipher list
+    OpenSSL does not take.
+    """
+    context = _new_context(ciphers)
+    identity = credentials.identity.encode("utf-8")
+    key = credentials.key
+
+    def client_psk(
+        ssl: Any,
+        hint: Any,
+        identity_out: Any,
+        max_identity_len: int,
+        psk_out: Any,
+        max_psk_len: int,
+    ) -> int:
+        # OpenSSL wants the identity NUL-terminated within its buffer.
+        if len(identity) + 1 > max_identity_len or len(key) > max_psk_len:
+            return 0
+        Binding.ffi.memmove(identity_out, identity + b"\0", len(identity) + 1)
+        Binding.ffi.memmove(psk_out, key, len(key))
+        return len(key)
+
+    callback = Binding.ffi.callback(
+        "unsigned int (*)(SSL *, const char *, char *, unsigned int, "
+        "unsigned char *, unsigned int)",
+        client_psk,
+    )
+    # A collected callback would leave OpenSSL calling freed memory.
+    _PSK_CALLBACKS[context] = callback
+    Binding.lib.SSL_CTX_set_psk_client_callback(context._context, callback)
+    context.set_info_callback(_record_alert)
+    return context
+
+
+def _new_context(ciphers: str) -> SSL.Context:
+    context = SSL.Context(SSL.DTLS_CLIENT_METHOD)
+    context.set_min_proto_version(DTLS1_2_VERSION)
+    for option in (SSL.OP_NO_QUERY_MTU, SSL.OP_NO_TICKET, SSL.OP_NO_RENEGOTIATION):
+        if option is not None:  # None where the OpenSSL build lacks it
+            context.set_options(option)
+    try:
+        context.set_cipher_list(ciphers.encode("ascii"))
+    except SSL.Error as exc:
+        raise ValueError(
+            f"cannot use cipher list {ciphers!r}: {openssl_reasons(exc)}"
+        ) from exc
     return context
 
 

@@ -9,8 +9,8 @@ OpenSSL's timer (``DTLSv1_get_timeout``/``DTLSv1_handle_timeout``,
 RFC 6347 4.2.4), and OpenSSL repeats the ClientHello with the cookie
 of a HelloVerifyRequest itself.
 
-Limitations: no session resumption, no Connection ID (RFC 9146) and no
-PSK. A session ends when the server forgets it (idle timeout, restart),
+Limitations: no session resumption and no Connection ID (RFC 9146). A
+session ends when the server forgets it (idle timeout, restart),
 and the caller then connects again with a new channel. A channel is not
 thread-safe.
 """
@@ -90,10 +90,6 @@ class DtlsChannel:
         sock = self._require_socket()
         name = sock.getsockname()
         return str(name[0]), int(name[1])
-
-    def fileno(self) -> int:
-        """The UDP socket's file descriptor, for ``selectors`` over many channels."""
-        return self._require_socket().fileno()
 
     @property
     def cipher(self) -> str | None:

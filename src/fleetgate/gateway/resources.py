@@ -35,7 +35,11 @@ class ConnectedDevice:
     project_id: str
     device_id: str
     device_name: str
-    certificate_id: str
+    # The device's certificate ID; a device that connected with a PSK
+    # and never with a certificate has none.
+    certificate_id: str | None
+    # The psk-id of the identity, for a session authenticated by PSK.
+    psk_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

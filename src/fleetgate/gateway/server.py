@@ -5,14 +5,17 @@ verifies each peer chain inside the handshake against the anchors of
 the project the leaf names, associates the verified device with its
 record right after the handshake, and routes its CoAP requests.
 
-Every refused device is logged at WARNING with ``project``, ``cert_id``,
-``reason`` and ``fingerprint`` fields; the certificate itself and any
-key material never reach the log.
+Devices authenticate with a certificate or with a pre-shared key
+(:mod:`fleetgate.gateway.psk`) on the same port. Every refused device is
+logged at WARNING with ``project``, ``cert_id``, ``reason`` and
+``fingerprint`` fields, or ``project``, ``psk_id`` and ``reason`` for a
+PSK; the certificate itself and any key material never reach the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import enum
 import logging
@@ -35,7 +38,14 @@ from fleetgate.gateway.clones import CloneDetector
 from fleetgate.gateway.coap import CoapEndpoint, DeviceLink
 from fleetgate.gateway.connection_log import ConnectionLog
 from fleetgate.gateway.cookies import SharedCookieJar
-from fleetgate.gateway.dtls import DtlsListener, DtlsSession
+from fleetgate.gateway.dtls import DtlsListener, DtlsSession, SessionState
+from fleetgate.gateway.psk import (
+    REFRESH_SECONDS,
+    PskDirectory,
+    PskPeer,
+    associate_psk,
+    recheck_psk,
+)
 from fleetgate.gateway.resources import ConnectedDevice, Router
 from fleetgate.gateway.services.csr import CsrService
 from fleetgate.gateway.services.logs import LogService
@@ -52,6 +62,7 @@ from fleetgate.providers.sync import ProviderSyncLoop
 from fleetgate.store import certificates, devices
 from fleetgate.store.changes import ota_changes, settings_changes, state_changes
 from fleetgate.store.database import Database
+from fleetgate.store.sealing import KeyEncryptionKey
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +83,14 @@ class Gateway:
         db: Database,
         credentials: ServerCredentials,
         settings: GatewaySettings,
+        *,
+        psk_key: KeyEncryptionKey | None = None,
     ) -> None:
         self.db = db
+        # Without psk_key, PSK credentials cannot be opened and every PSK
+        # handshake is refused with reason psk_unreadable.
+        self.psk = PskDirectory(db, psk_key)
+        self._psk_refresher: asyncio.Task[None] | None = None
         self.settings = settings
         self.state = GatewayState.CREATED
         self.trust = TrustCache(lambda project: certificates.trust_for(db, project))
@@ -100,6 +117,8 @@ class Gateway:
             self._authenticate,
             verify_cookie=_verify_cookie,
             generate_cookie=_generate_cookie,
+            authenticate_psk=self._authenticate_psk,
+            check_psk_finished=self._check_psk_finished,
         )
         self.listener: DtlsListener | None = None
         self._transport: asyncio.DatagramTransport | None = None
@@ -128,6 +147,7 @@ class Gateway:
             # picks a socket for each datagram by a hash of its 4-tuple.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((self.settings.host, self.settings.port))
+        await asyncio.to_thread(self.psk.refresh)
 
         transport, protocol = await loop.create_datagram_endpoint(
             lambda: TrackedListener(
@@ -150,6 +170,9 @@ class Gateway:
         self.connection_log.start()
         if self.settings.sync_providers:
             self.provider_sync.start()
+        self._psk_refresher = loop.create_task(
+            self._refresh_psk_forever(), name="fleetgate-psk-refresh"
+        )
         self.rpc.bind(loop)
         # Observers hear of state changes that this process commits.
         self._unsubscribe = state_changes.subscribe(
@@ -163,6 +186,11 @@ class Gateway:
     async def stop(self) -> None:
         """Close every session with close_notify and release the socket."""
         await self.provider_sync.stop()
+        if self._psk_refresher is not None:
+            self._psk_refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._psk_refresher
+            self._psk_refresher = None
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -237,12 +265,61 @@ class Gateway:
             self.tracker.chain_rejected(peer, exc)
             raise
 
+    def _authenticate_psk(
+        self, session: object, claimed: bytes
+    ) -> tuple[PskPeer, bytes]:
+        try:
+            return self.psk.resolve(claimed.decode("utf-8"))
+        except UnicodeDecodeError:
+            rejected = DeviceRejected(
+                "cannot accept a PSK identity that is not UTF-8",
+                reason=Reason.INVALID_PSK_IDENTITY,
+                psk_id=claimed[:64].hex(),
+            )
+        except DeviceRejected as exc:
+            rejected = exc
+        peer = getattr(session, "address", ("-", 0))
+        log.warning(
+            "device rejected peer=%s:%s %s", peer[0], peer[1], rejected.log_fields()
+        )
+        raise rejected
+
+    def _check_psk_finished(self, session: object, identity: object) -> None:
+        if not isinstance(session, DtlsSession) or not isinstance(identity, PskPeer):
+            return
+        if session.state is not SessionState.HANDSHAKING:
+            return
+        log.warning(
+            "device rejected peer=%s:%s project=%s psk_id=%s reason=%s "
+            "error=its Finished message did not decrypt: the device holds "
+            "another key for this identity",
+            session.address[0],
+            session.address[1],
+            identity.project_id,
+            identity.psk_id,
+            Reason.PSK_MISMATCH,
+        )
+        session.close(notify=False)
+
+    async def _refresh_psk_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            try:
+                await asyncio.to_thread(self.psk.refresh)
+            except Exception:
+                log.exception("cannot reload PSK credentials")
+
     async def _revalidate(self, identity: object, device: ConnectedDevice) -> None:
+        if isinstance(identity, PskPeer):
+            await recheck_psk(self.db, self.psk, identity)
+            return
         if not isinstance(identity, VerifiedDevice):
             raise InvalidInput("cannot recheck: the session has no verified identity")
         await _check_still_enabled(self, identity, device)
 
     async def _associate(self, identity: object) -> ConnectedDevice:
+        if isinstance(identity, PskPeer):
+            return await associate_psk(self.db, self.psk, identity)
         if not isinstance(identity, VerifiedDevice):
             raise InvalidInput("cannot associate: the session has no verified identity")
         # A known device with nothing to record costs one read. Creating,

@@ -15,10 +15,17 @@ pyOpenSSL's own verify callback does not expose the built chain. It
 must never raise: an exception inside an OpenSSL callback cannot
 propagate, so every error refuses the peer and is logged. When the
 database is unreachable the peer gets an internal_error alert.
+
+A client that negotiates a PSK suite presents no certificate: OpenSSL
+calls the PSK callback with the identity from its ClientKeyExchange
+(RFC 4279, section 2), and the callback answers from memory, because it
+runs inside the handshake on the event loop. pyOpenSSL 26 has no PSK
+API, so this callback is installed through cryptography's binding too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import weakref
@@ -50,12 +57,25 @@ CIPHERS = ":".join(
         "ECDHE-RSA-AES128-GCM-SHA256",
         "ECDHE-RSA-AES256-GCM-SHA384",
         "ECDHE-RSA-CHACHA20-POLY1305",
+        # PSK suites after every certificate suite, so that a client offering
+        # both authenticates with its certificate. These are the suites that
+        # Golioth's firmware SDK offers for PSK (its GOLIOTH_CIPHERSUITES
+        # Kconfig defaults): CCM_8 mandated by RFC 7252, GCM, CCM, and CBC
+        # for mbedTLS builds that have neither AEAD mode.
+        "PSK-AES128-CCM8",
+        "PSK-AES128-GCM-SHA256",
+        "PSK-AES128-CCM",
+        "PSK-AES128-CBC-SHA256",
         "@SECLEVEL=0",
     ]
 )
 
 # Keeps each context's cffi verify callback alive as long as the context.
 _VERIFY_CALLBACKS: weakref.WeakKeyDictionary[SSL.Context, Any] = (
+    weakref.WeakKeyDictionary()
+)
+# The same for the PSK callbacks.
+_PSK_CALLBACKS: weakref.WeakKeyDictionary[SSL.Context, Any] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -80,6 +100,17 @@ X509_V_ERR_UNSPECIFIED = 1
 # and returns the identity to attach to the session, or raises
 # DeviceRejected.
 Authenticator = Callable[[object, Sequence[crypto.X509]], object]
+# Decides on a PSK identity as the client sent it and returns the identity
+# to attach to the session with its key, or raises DeviceRejected.
+PskAuthenticator = Callable[[object, bytes], tuple[object, bytes]]
+# Called with a session and its PSK identity after the client's Finished
+# arrived; the handshake has failed when the session is still handshaking.
+FinishedCheck = Callable[[object, object], None]
+
+# OpenSSL's message callback reports each record header it reads as this
+# pseudo content type (SSL3_RT_HEADER), before the record is decrypted.
+_RECORD_HEADER = 256
+_CONTENT_HANDSHAKE = 22
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +125,8 @@ class ServerCredentials:
 class _Verdict:
     identity: object | None
     error_code: int
+    # Set for an identity the PSK callback accepted.
+    psk: bool = False
 
 
 def build_server_context(
@@ -102,8 +135,20 @@ def build_server_context(
     *,
     verify_cookie: Callable[[SSL.Connection, bytes], bool],
     generate_cookie: Callable[[SSL.Connection], bytes],
+    authenticate_psk: PskAuthenticator | None = None,
+    check_psk_finished: FinishedCheck | None = None,
 ) -> SSL.Context:
-    """Create a DTLS 1.2 server context that requires client certificates."""
+    """Create a DTLS 1.2 server context for client certificates and PSKs.
+
+    A client that negotiates a certificate suite must present a
+    certificate. OpenSSL offers the PSK suites only when
+    ``authenticate_psk`` is given, and sends no CertificateRequest for them.
+
+    DTLS drops a record that fails to decrypt (RFC 6347 4.1.2.7), so a
+    client with the wrong key never gets an alert: its Finished simply
+    vanishes. ``check_psk_finished`` runs right after each such record
+    was handled, so the gateway can tell a refused key from a lost one.
+    """
     context = SSL.Context(SSL.DTLS_SERVER_METHOD)
     context.set_min_proto_version(DTLS1_2_VERSION)
     for option in (
@@ -123,6 +168,8 @@ def build_server_context(
     context.set_cookie_generate_callback(generate_cookie)
     context.set_cookie_verify_callback(verify_cookie)
     _install_verify_callback(context, authenticate)
+    if authenticate_psk is not None:
+        _install_psk_callback(context, authenticate_psk, check_psk_finished)
     return context
 
 
@@ -149,6 +196,102 @@ def _install_verify_callback(context: SSL.Context, authenticate: Authenticator) 
     _lib.SSL_CTX_set_verify(context._context, mode, callback)
     # The policy bounds the chain; this only stops OpenSSL building absurd ones.
     _lib.SSL_CTX_set_verify_depth(context._context, 16)
+
+
+def _install_psk_callback(
+    context: SSL.Context,
+    authenticate_psk: PskAuthenticator,
+    check_finished: FinishedCheck | None,
+) -> None:
+    def find_psk(ssl_ptr: Any, identity: Any, psk: Any, max_psk_len: int) -> int:
+        try:
+            return _find_psk(ssl_ptr, identity, psk, max_psk_len, authenticate_psk)
+        except Exception:
+            log.exception("PSK callback failed")
+            return 0
+
+    def read_message(
+        write_p: int,
+        version: int,
+        content_type: int,
+        buf: Any,
+        length: int,
+        ssl_ptr: Any,
+        arg: Any,
+    ) -> None:
+        if write_p or content_type != _RECORD_HEADER or check_finished is None:
+            return
+        try:
+            _note_encrypted_handshake(buf, length, ssl_ptr, check_finished)
+        except Exception:
+            log.exception("PSK message callback failed")
+
+    callbacks = (
+        _ffi.callback(
+            "unsigned int (*)(SSL *, const char *, unsigned char *, unsigned int)",
+            find_psk,
+        ),
+        _ffi.callback(
+            "void (*)(int, int, int, const void *, size_t, SSL *, void *)",
+            read_message,
+        ),
+    )
+    # A collected callback would leave OpenSSL calling freed memory.
+    _PSK_CALLBACKS[context] = callbacks
+    _lib.SSL_CTX_set_psk_server_callback(context._context, callbacks[0])
+    if check_finished is not None:
+        _lib.SSL_CTX_set_msg_callback(context._context, callbacks[1])
+
+
+def _note_encrypted_handshake(
+    buf: Any, length: int, ssl_ptr: Any, check_finished: FinishedCheck
+) -> None:
+    # A DTLS record header: type, version (2), epoch (2), sequence (6),
+    # length (2). A handshake record after epoch 0 is the client's Finished.
+    header = bytes(_ffi.buffer(buf, min(length, 5)))
+    if len(header) < 5 or header[0] != _CONTENT_HANDSHAKE or header[3:5] == b"\0\0":
+        return
+    connection = SSL.Connection._reverse_mapping.get(ssl_ptr)
+    if connection is None:
+        return
+    session = connection.get_app_data()
+    verdict = getattr(session, "tls_verdict", None)
+    if isinstance(verdict, _Verdict) and verdict.psk and verdict.error_code == 0:
+        # Runs once OpenSSL has handled the datagram, and the session has
+        # either completed its handshake or dropped the Finished.
+        asyncio.get_running_loop().call_soon(check_finished, session, verdict.identity)
+
+
+def _find_psk(
+    ssl_ptr: Any,
+    identity: Any,
+    psk: Any,
+    max_psk_len: int,
+    authenticate_psk: PskAuthenticator,
+) -> int:
+    session = SSL.Connection._reverse_mapping[ssl_ptr].get_app_data()
+    claimed = b"" if identity == _ffi.NULL else _ffi.string(identity)
+    try:
+        peer, key = authenticate_psk(session, claimed)
+    except DeviceRejected:
+        # Returning 0 makes OpenSSL send unknown_psk_identity (RFC 4279 2).
+        session.tls_verdict = _Verdict(None, _lib.X509_V_ERR_CERT_REJECTED)
+        return 0
+    if len(key) > max_psk_len:
+        log.error("cannot use PSK of %d bytes: OpenSSL takes %d", len(key), max_psk_len)
+        session.tls_verdict = _Verdict(None, _lib.X509_V_ERR_CERT_REJECTED)
+        return 0
+    session.tls_verdict = _Verdict(peer, 0, psk=True)
+    _ffi.memmove(psk, key, len(key))
+    return len(key)
+
+
+def pending_identity(session: object) -> object | None:
+    """Return the identity accepted during a handshake that has not finished."""
+    verdict = getattr(session, "tls_verdict", None)
+    if isinstance(verdict, _Verdict) and verdict.error_code == 0:
+        return verdict.identity
+    return None
 
 
 def _verify(store_ctx: Any, authenticate: Authenticator) -> int:

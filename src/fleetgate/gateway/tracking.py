@@ -242,6 +242,10 @@ class TrackedListener(DtlsListener):
 
 
 def _key(device: ConnectedDevice) -> tuple[str, str]:
+    # A PSK session is keyed by its identity: its device may have no
+    # certificate ID, or use a certificate on other sessions.
+    if device.psk_id is not None or device.certificate_id is None:
+        return device.project_id, f"psk:{device.psk_id}"
     return device.project_id, device.certificate_id
 
 

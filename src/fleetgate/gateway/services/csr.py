@@ -13,7 +13,9 @@ it. 2.04 is used because no resource with a location is created (RFC
 Errors, each with a diagnostic payload that gives the reason:
 
 - 4.00 for a malformed CSR or a bad self-signature;
-- 4.03 for a subject that names another project or certificate ID;
+- 4.03 for a subject that names another project or certificate ID, and
+  on a session authenticated with a pre-shared key, which has no
+  certificate to rotate;
 - 4.22 for a key or signature algorithm that the policy rejects;
 - 4.29 with Max-Age over the hourly rotation limit;
 - 5.01 when the project's provider does not issue;
@@ -89,6 +91,13 @@ class CsrService:
             )
 
         device = request.device
+        if device.psk_id is not None or device.certificate_id is None:
+            return CoapResponse.diagnostic(
+                Code.FORBIDDEN,
+                "cannot rotate a certificate on this session: it was "
+                "authenticated with a pre-shared key; connect with the "
+                "device certificate to rotate it",
+            )
         identity = DeviceIdentity(
             project_id=device.project_id,
             certificate_id=device.certificate_id,
