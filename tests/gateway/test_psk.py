@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 
@@ -13,8 +14,9 @@ from fleetgate.client import (
     HandshakeRefused,
     PskCredentials,
 )
+from fleetgate.config import ConnectionLogSettings
 from fleetgate.gateway import coap
-from fleetgate.store import devices, projects, psk
+from fleetgate.store import connections, devices, projects, psk
 from fleetgate.store.database import Database
 from fleetgate.store.sealing import KeyEncryptionKey
 
@@ -292,3 +294,31 @@ def test_credential_added_elsewhere_is_picked_up(
         except HandshakeRefused:
             time.sleep(0.3)
     pytest.fail("the credential was not picked up within 5 seconds")
+
+
+def test_refusals_reach_connection_log(
+    start_gateway: GatewayFactory,
+    pki: FleetPki,
+    database: Database,
+    psk_key: KeyEncryptionKey,
+) -> None:
+    fast_log = ConnectionLogSettings(flush_interval=dt.timedelta(seconds=0.05))
+    gateway = start_gateway(connection_log=fast_log)
+    add_credential(database, psk_key, gateway=gateway)
+
+    with pytest.raises(HandshakeFailed):
+        psk_client(gateway, f"sensor-psk@{PROJECT}", b"x" * 32).connect()
+    with pytest.raises(HandshakeRefused):
+        psk_client(gateway, f"nobody@{PROJECT}", KEY).connect()
+    with psk_client(gateway, f"sensor-psk@{PROJECT}", KEY) as client:
+        client.request("GET", ".d")
+
+    deadline = time.monotonic() + 5.0
+    found: set[tuple[str, str | None]] = set()
+    while time.monotonic() < deadline and len(found) < 3:
+        events = connections.list_events(database, PROJECT, limit=100)
+        found = {(event.result, event.reason) for event in events}
+        time.sleep(0.05)
+    assert ("rejected", "psk_mismatch") in found
+    assert ("rejected", "unknown_psk_identity") in found
+    assert ("accepted", None) in found

@@ -282,6 +282,7 @@ class Gateway:
         log.warning(
             "device rejected peer=%s:%s %s", peer[0], peer[1], rejected.log_fields()
         )
+        self.tracker.chain_rejected(peer, rejected)
         raise rejected
 
     def _check_psk_finished(self, session: object, identity: object) -> None:
@@ -289,16 +290,19 @@ class Gateway:
             return
         if session.state is not SessionState.HANDSHAKING:
             return
-        log.warning(
-            "device rejected peer=%s:%s project=%s psk_id=%s reason=%s "
-            "error=its Finished message did not decrypt: the device holds "
-            "another key for this identity",
-            session.address[0],
-            session.address[1],
-            identity.project_id,
-            identity.psk_id,
+        rejected = identity.rejection(
+            "its Finished message did not decrypt: the device has another "
+            "key for this identity",
             Reason.PSK_MISMATCH,
         )
+        log.warning(
+            "device rejected peer=%s:%s %s error=%s",
+            session.address[0],
+            session.address[1],
+            rejected.log_fields(),
+            rejected.message,
+        )
+        self.tracker.chain_rejected(session.address, rejected)
         session.close(notify=False)
 
     async def _refresh_psk_forever(self) -> None:
