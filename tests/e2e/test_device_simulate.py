@@ -358,14 +358,45 @@ def test_ota_update_reaches_simulator(
     assert firmware["components"][0]["stateName"] == "idle"
 
 
-def test_psk_without_support_is_an_error(fleet: Fleet) -> None:
+def test_psk_device_is_simulated(fleet: Fleet, simulators: list[Simulator]) -> None:
+    data_dir = fleet.server.data_dir
+    identity = f"sensor-psk@{PROJECT}"
+    fleetgate(data_dir, "device", "create", "--project", PROJECT, "sensor-psk")
+    added = fleetgate(
+        data_dir,
+        "psk",
+        "add",
+        "--project",
+        PROJECT,
+        "sensor-psk",
+        "--identity",
+        identity,
+    )
+    credentials = ("--psk-id", identity, "--psk", added.stdout.strip())
+    options = ("--duration", "2", "--interval", "0.5")
+    simulator = Simulator(fleet.server, *credentials, *options)
+    simulators.append(simulator)
+    status = simulator.finish()
+    connected = simulator.wait_for("connected")
+    base = fleet.device_path("sensor-psk")
+    stream = fleet.api.get(f"{base}/stream").json()["list"]
+
+    assert status == 0
+    assert "PSK" in connected["cipher"]
+    assert simulator.of_kind("disconnected") == []
+    assert len(stream) == len(simulator.of_kind("stream"))
+
+
+def test_psk_that_is_not_hex_is_rejected(fleet: Fleet) -> None:
+    secret = "not-hex-secret"
     command = simulate_command(
-        fleet.server, "--psk-id", f"sensor-psk@{PROJECT}", "--psk", "00" * 16
+        fleet.server, "--psk-id", f"sensor-psk@{PROJECT}", "--psk", secret
     )
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 1
-    assert "error:" in result.stderr
+    assert "must be hex digits" in result.stderr
+    assert secret not in result.stderr
 
 
 def elapsed(first: dict[str, Any], second: dict[str, Any]) -> float:

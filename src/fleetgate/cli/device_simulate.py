@@ -1,8 +1,8 @@
 """``fleetgate device simulate``: play a device built on Golioth's firmware SDK.
 
 The command runs :class:`~fleetgate.client.simulate.DeviceSimulator`
-against a gateway and prints one line per event, or one JSON object per
-line with ``--json``. It runs until Ctrl-C, SIGTERM or ``--duration``,
+against a gateway, with a device certificate or a PSK, and prints one
+line per event, or one JSON object per line with ``--json``. It runs until Ctrl-C, SIGTERM or ``--duration``,
 then closes its DTLS session and exits 0.
 """
 
@@ -12,16 +12,16 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
 
 from fleetgate.cli.common import console, error_console
-from fleetgate.client import ClientError
+from fleetgate.client import ClientError, CredentialsError, PskCredentials
 from fleetgate.client.observing import ObservingClient
 from fleetgate.client.simulate import (
     KEEPALIVE_INTERVAL,
@@ -47,11 +47,14 @@ _STYLES = {
 def simulate(
     host: Annotated[str, typer.Option(help="Host name or address of the gateway.")],
     server_ca: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            exists=True, dir_okay=False, help="CA certificate the server must chain to."
+            exists=True,
+            dir_okay=False,
+            help="CA certificate the server must chain to; needed with --cert, "
+            "not used with --psk-id.",
         ),
-    ],
+    ] = None,
     port: Annotated[
         int, typer.Option(min=1, max=65_535, help="UDP port of the gateway (coaps).")
     ] = 5684,
@@ -74,10 +77,13 @@ def simulate(
     ] = None,
     psk_id: Annotated[
         str | None,
-        typer.Option(help="PSK identity, such as sensor-1@acme-sensors."),
+        typer.Option(help="PSK identity, <psk-id>@<project-id>."),
     ] = None,
     psk: Annotated[
-        str | None, typer.Option(help="Pre-shared key as hex digits.")
+        str | None,
+        typer.Option(
+            help="Pre-shared key as hex digits, as 'fleetgate psk add' prints."
+        ),
     ] = None,
     duration: Annotated[
         float | None,
@@ -117,17 +123,12 @@ def simulate(
 ) -> None:
     """Play a device as Golioth's SDK examples do, until stopped."""
     if psk_id is not None or psk is not None:
-        _fail(
-            "cannot use --psk-id and --psk: this client supports only "
-            "certificate credentials so far, so pass --cert and --key"
-        )
-    if cert is None or key is None:
-        _fail("cannot connect: pass --cert and --key with the device's credentials")
-    assert cert is not None and key is not None
-
-    def connect() -> ObservingClient:
-        return ObservingClient(
-            host, port, cert, key, server_ca, chain=chain or (), timeout=timeout
+        if cert is not None or key is not None:
+            _fail("cannot connect: pass either --cert and --key or --psk-id and --psk")
+        connect = _psk_client(host, port, psk_id, psk, timeout)
+    else:
+        connect = _certificate_client(
+            host, port, cert, key, server_ca, chain or [], timeout
         )
 
     options = SimulatorOptions(
@@ -146,7 +147,59 @@ def simulate(
             _fail(str(exc))
 
 
-def _fail(message: str) -> None:
+def _certificate_client(
+    host: str,
+    port: int,
+    cert: Path | None,
+    key: Path | None,
+    server_ca: Path | None,
+    chain: list[Path],
+    timeout: float,
+) -> Callable[[], ObservingClient]:
+    if cert is None or key is None:
+        _fail(
+            "cannot connect: pass --cert and --key, or --psk-id and --psk, "
+            "with the device's credentials"
+        )
+    if server_ca is None:
+        _fail(
+            "cannot connect: pass --server-ca with the CA certificate that the "
+            "server's certificate chains to"
+        )
+
+    def connect() -> ObservingClient:
+        return ObservingClient(
+            host, port, cert, key, server_ca, chain=chain, timeout=timeout
+        )
+
+    return connect
+
+
+def _psk_client(
+    host: str, port: int, identity: str | None, hex_key: str | None, timeout: float
+) -> Callable[[], ObservingClient]:
+    if identity is None or hex_key is None:
+        _fail("cannot connect: pass both --psk-id and --psk")
+    try:
+        key = bytes.fromhex(hex_key)
+    except ValueError:
+        # The value is a secret, so it is not repeated here.
+        _fail(
+            "cannot use --psk: it must be hex digits, as 'fleetgate psk add' "
+            "prints the key"
+        )
+    try:
+        credentials = PskCredentials(identity, key)
+    except CredentialsError as exc:
+        _fail(str(exc))
+
+    def connect() -> ObservingClient:
+        return ObservingClient(host, port, psk=credentials, timeout=timeout)
+
+    return connect
+
+
+def _fail(message: str) -> NoReturn:
     error_console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(1)
 
