@@ -24,11 +24,12 @@ these limits existed stays readable.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from fleetgate.errors import InvalidInput, NotFound
@@ -174,7 +175,7 @@ def set_state(
             parent[steps[-1]] = _copy_json(value)
         if actor is not None:
             _audit(session, actor, "state.set", device_id, project_id, steps)
-        revision = _write(state, document)
+        revision = _write(session, state, document)
     state_changes.publish(device_id, steps)
     return revision
 
@@ -215,31 +216,86 @@ def delete_state(
             document = {}
         if actor is not None:
             _audit(session, actor, "state.delete", device_id, project_id, steps)
-        revision = _write(state, document)
+        revision = _write(session, state, document)
     state_changes.publish(device_id, steps)
     return revision
 
 
+@dataclasses.dataclass
+class _LockedState:
+    """A device's document and revision, read after locking the device row."""
+
+    device_id: str
+    document: Any
+    revision: int
+    exists: bool
+
+
 def _lock_state(
     session: Session, device_id: str, project_id: str | None
-) -> DeviceState:
+) -> _LockedState:
     # Lock the device row rather than the state row, because the state
     # row may not exist yet and two first writers would both insert it.
-    _require_device(session, device_id, project_id, for_update=True)
-    state = session.get(DeviceState, device_id)
-    if state is None:
-        state = DeviceState(device_id=device_id, document={}, revision=0)
-        session.add(state)
-    return state
+    # Core statements on the session's connection: a write on .d runs
+    # here, and the ORM's identity map and flush cost more than the SQL.
+    connection = session.connection()
+    if project_id is None:
+        found = connection.execute(_LOCK_DEVICE, {"device_id": device_id})
+    else:
+        found = connection.execute(
+            _LOCK_DEVICE_IN_PROJECT, {"device_id": device_id, "project_id": project_id}
+        )
+    if found.first() is None:
+        raise NotFound(f"cannot find device {device_id!r}{_scope(project_id)}")
+    row = connection.execute(_READ_STATE_ROW, {"device_id": device_id}).first()
+    if row is None:
+        return _LockedState(device_id, {}, 0, exists=False)
+    document = {} if row.document is None else row.document
+    return _LockedState(device_id, document, row.revision or 0, exists=True)
 
 
-def _write(state: DeviceState, document: dict[str, Any]) -> int:
-    # Assigning a new object, instead of editing the loaded one in place,
-    # is what makes SQLAlchemy see that the JSON column changed.
-    state.document = document
-    state.revision = (state.revision or 0) + 1
-    state.updated_at = utcnow()
-    return state.revision
+def _write(session: Session, state: _LockedState, document: dict[str, Any]) -> int:
+    revision = state.revision + 1
+    statement = _UPDATE_STATE if state.exists else _INSERT_STATE
+    session.connection().execute(
+        statement,
+        {
+            "state_device_id": state.device_id,
+            "new_document": document,
+            "new_revision": revision,
+            "new_updated_at": utcnow(),
+        },
+    )
+    return revision
+
+
+_LOCK_DEVICE = (
+    select(Device.id).where(Device.id == bindparam("device_id")).with_for_update()
+)
+_LOCK_DEVICE_IN_PROJECT = (
+    select(Device.id)
+    .where(Device.id == bindparam("device_id"))
+    .where(Device.project_id == bindparam("project_id"))
+    .with_for_update()
+)
+_READ_STATE_ROW = select(DeviceState.document, DeviceState.revision).where(
+    DeviceState.device_id == bindparam("device_id")
+)
+_UPDATE_STATE = (
+    update(DeviceState)
+    .where(DeviceState.device_id == bindparam("state_device_id"))
+    .values(
+        document=bindparam("new_document", type_=DeviceState.document.type),
+        revision=bindparam("new_revision"),
+        updated_at=bindparam("new_updated_at", type_=DeviceState.updated_at.type),
+    )
+)
+_INSERT_STATE = insert(DeviceState).values(
+    device_id=bindparam("state_device_id"),
+    document=bindparam("new_document", type_=DeviceState.document.type),
+    revision=bindparam("new_revision"),
+    updated_at=bindparam("new_updated_at", type_=DeviceState.updated_at.type),
+)
 
 
 def _audit(
@@ -259,18 +315,6 @@ def _audit(
         target_id=device_id,
         details={"path": _render(steps)},
     )
-
-
-def _require_device(
-    session: Session, device_id: str, project_id: str | None, *, for_update: bool
-) -> None:
-    query = select(Device.id).where(Device.id == device_id)
-    if project_id is not None:
-        query = query.where(Device.project_id == project_id)
-    if for_update:
-        query = query.with_for_update()
-    if session.scalar(query) is None:
-        raise NotFound(f"cannot find device {device_id!r}{_scope(project_id)}")
 
 
 def _scope(project_id: str | None) -> str:
