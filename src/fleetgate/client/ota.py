@@ -11,7 +11,9 @@ The steps of one update, each a function over a connected
     report_state(device, "main", DOWNLOADED, ...)
 
 :func:`parse_manifest` also decodes the body of an Observe notification
-of ``.u/desired``.
+of ``.u/desired``. A manifest over 1024 bytes arrives in a notification
+as its first block only (RFC 7959, 2.6), so call :func:`fetch_manifest`
+when the notification carries a Block2 option with the More flag.
 """
 
 from __future__ import annotations
