@@ -51,7 +51,7 @@ from fleetgate.gateway.server_identity import (
     load_server_identity,
 )
 from fleetgate.gateway.workers import WorkerPool
-from fleetgate.log_format import LogFormat, configure_logging
+from fleetgate.log_format import JsonFormatter, LogFormat, configure_logging
 from fleetgate.store import apikeys
 from fleetgate.store.apikeys import IssuedApiKey
 from fleetgate.store.audit import CLI_ACTOR
@@ -257,7 +257,7 @@ async def _run(
 
     gateway: Gateway | WorkerPool
     if settings.workers > 1:
-        gateway = _create_worker_pool(db, identity, settings)
+        gateway = _create_worker_pool(db, identity, settings, psk_key)
     else:
         gateway = _create_gateway(db, identity, settings, psk_key)
     try:
@@ -332,14 +332,21 @@ def _create_gateway(
 
 
 def _create_worker_pool(
-    db: Database, identity: ServerIdentity, settings: GatewaySettings
+    db: Database,
+    identity: ServerIdentity,
+    settings: GatewaySettings,
+    psk_key: KeyEncryptionKey,
 ) -> WorkerPool:
+    root = logging.getLogger()
+    json_logs = any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
     return WorkerPool(
         settings.workers,
         database_url=db.engine.url.render_as_string(hide_password=False),
         credentials=identity.credentials,
         settings=settings,
-        log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+        log_level=logging.getLevelName(root.getEffectiveLevel()),
+        log_format=LogFormat.JSON if json_logs else LogFormat.TEXT,
+        psk_key_file=psk_key.path,
     )
 
 

@@ -25,9 +25,10 @@ notification is being sent are folded into one more notification with
 the latest value (section 4.5.2).
 
 Changes are learned from :data:`fleetgate.store.changes.state_changes`,
-so only changes made in this process are notified: a value changed by
-another Fleetgate process sharing the database, or by the command line,
-reaches an observer only when it reads the value again or reconnects.
+so only changes made in this ``fleetgate serve`` are notified, in any of
+its worker processes. A value changed by another Fleetgate server
+sharing the database, or by the command line, reaches an observer only
+when it reads the value again or reconnects.
 At most ``MAX_OBSERVATIONS_PER_SESSION`` paths are observed per session;
 past that, a registration gets a plain response without the Observe
 option, which RFC 7641 section 4.1 allows.

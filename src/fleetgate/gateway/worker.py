@@ -26,6 +26,7 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from OpenSSL import SSL
@@ -46,7 +47,9 @@ from fleetgate.gateway.channel import (
 from fleetgate.gateway.server import Gateway
 from fleetgate.gateway.services.rpc import DeviceNotConnected, RpcTimedOut
 from fleetgate.gateway.tls import ServerCredentials
+from fleetgate.log_format import LogFormat, configure_logging
 from fleetgate.store.database import Database
+from fleetgate.store.sealing import KeyEncryptionKey
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,9 @@ class WorkerConfig:
     credentials: ServerCredentials
     settings: GatewaySettings
     log_level: str
+    log_format: LogFormat
+    # The key that opens PSK credentials; None refuses every PSK device.
+    psk_key_file: Path | None
 
 
 def error_kind(exc: FleetgateError) -> str:
@@ -173,7 +179,10 @@ async def serve(config: WorkerConfig, sock: socket.socket, db: Database) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
 
     try:
-        gateway = Gateway(db, config.credentials, config.settings)
+        psk_key = None
+        if config.psk_key_file is not None:
+            psk_key = KeyEncryptionKey.load(config.psk_key_file)
+        gateway = Gateway(db, config.credentials, config.settings, psk_key=psk_key)
         await gateway.start()
     except OSError as exc:
         _report_failure(sock, exc.errno, exc.strerror or str(exc))
@@ -200,6 +209,20 @@ async def serve(config: WorkerConfig, sock: socket.socket, db: Database) -> int:
     return 0
 
 
+class WorkerPrefix(logging.Filter):
+    """Starts each log message with ``worker=N``, so lines name their worker."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self._prefix = f"worker={index} "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Prefix the message once and keep the record."""
+        if isinstance(record.msg, str) and not record.msg.startswith(self._prefix):
+            record.msg = self._prefix + record.msg
+        return True
+
+
 def _report_failure(sock: socket.socket, errno: int | None, text: str) -> None:
     sock.setblocking(True)
     sock.sendall(encode(("failed", errno, text)))
@@ -223,10 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(fileno=options.channel_fd)
     config = _read_config(sock)
 
-    logging.basicConfig(
-        level=config.log_level,
-        format=f"%(asctime)s %(levelname)s %(name)s worker={config.index} %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(WorkerPrefix(config.index))
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         db = Database.open(config.database_url, apply_migrations=False)

@@ -54,6 +54,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 from fleetgate.config import GatewaySettings
@@ -80,6 +81,7 @@ from fleetgate.gateway.services.rpc import (
 )
 from fleetgate.gateway.tls import ServerCredentials
 from fleetgate.gateway.worker import WorkerConfig
+from fleetgate.log_format import LogFormat
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +162,8 @@ class WorkerPool:
         credentials: ServerCredentials,
         settings: GatewaySettings,
         log_level: str,
+        log_format: LogFormat = LogFormat.TEXT,
+        psk_key_file: Path | None = None,
     ) -> None:
         if count < 2:
             raise ValueError(f"a worker pool needs at least 2 workers, not {count}")
@@ -171,6 +175,8 @@ class WorkerPool:
         self._database_url = database_url
         self._credentials = credentials
         self._log_level = log_level
+        self._log_format = log_format
+        self._psk_key_file = psk_key_file
         self.slots = [WorkerSlot(index) for index in range(count)]
         self.port: int | None = None
         self._stopping = False
@@ -329,6 +335,8 @@ class WorkerPool:
             credentials=self._credentials,
             settings=settings,
             log_level=self._log_level,
+            log_format=self._log_format,
+            psk_key_file=self._psk_key_file,
         )
         slot.state = WorkerState.STARTING
         try:

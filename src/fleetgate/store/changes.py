@@ -6,9 +6,11 @@ made it: the management API, a device over CoAP or the command line.
 The gateway's Observe layer listens, so that an observing device learns
 of a change made through the API.
 
-Limitation: only changes made in this process are published. A change
-made by another Fleetgate process on a shared PostgreSQL database, or by
-the ``fleetgate`` command line while ``fleetgate serve`` runs, reaches an
+Limitation: only changes made in this process are published. Under
+``fleetgate serve --workers N``, :class:`fleetgate.gateway.channel.ChangeRelay`
+carries them between the parent and the workers. A change made by
+another ``fleetgate serve`` on a shared PostgreSQL database, or by the
+``fleetgate`` command line while ``fleetgate serve`` runs, reaches an
 observing device only when it reads the value again or reconnects.
 """
 

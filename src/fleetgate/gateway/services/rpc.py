@@ -11,8 +11,10 @@ for a method it has not registered) and, for a registered method, a
 ``detail`` map.
 
 :meth:`RpcService.call` sends a call and waits for that reply. Calls
-reach only devices connected to this process: a device connected to
-another Fleetgate process sharing the database is reported as not
+reach only devices connected to this process. Under ``fleetgate serve
+--workers N`` the parent sends each call to every worker
+(:class:`fleetgate.gateway.workers.WorkerPool`). A device connected to
+another Fleetgate server sharing the database is reported as not
 connected.
 """
 
