@@ -105,17 +105,26 @@ class DeviceLink:
         self.session = session
         self.device: ConnectedDevice | None = None
         self.transfers = BlockwiseTransfers()
-        self._queue: asyncio.Queue[Message] = asyncio.Queue(MAX_QUEUED_REQUESTS)
+        # Requests waiting to be served, in order. Created with the first
+        # request and dropped once served, so an idle link keeps none.
+        self._pending: collections.deque[Message] | None = None
         # message ID -> (time received, encoded response or None while busy)
         self._exchanges: collections.OrderedDict[int, tuple[float, bytes | None]] = (
             collections.OrderedDict()
         )
-        peer = f"{session.address[0]}:{session.address[1]}"
-        self._worker: asyncio.Task[None] | None = (
-            asyncio.get_running_loop().create_task(
-                self._serve(), name=f"fleetgate-coap-{peer}"
-            )
-        )
+        # The response every request gets once the device is refused.
+        self._refusal: CoapResponse | None = None
+        self._closing: asyncio.TimerHandle | None = None
+        self._checked_at = 0.0
+        # Runs the association, then serves requests while any are
+        # pending. An idle link has no task: with a task and a queue each,
+        # idle sessions took about 5 KiB more (bench/memory.py).
+        self._worker: asyncio.Task[None] | None = self._start()
+
+    @property
+    def idle(self) -> bool:
+        """True when no request is waiting or being served."""
+        return self._worker is None and not self._pending
 
     def receive(self, payload: bytes) -> None:
         """Take one CoAP message from the peer."""
@@ -140,14 +149,22 @@ class DeviceLink:
 
         if self._is_duplicate(message):
             return
-        try:
-            self._queue.put_nowait(message)
-        except asyncio.QueueFull:
+        if self._refusal is not None:
+            self._respond(message, self._refusal)
+            return
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = collections.deque()
+        if len(pending) >= MAX_QUEUED_REQUESTS:
             log.warning(
                 "request queue full, request dropped peer=%s:%s",
                 *self.session.address,
             )
             self._exchanges.pop(message.mid, None)
+            return
+        pending.append(message)
+        if self._worker is None:
+            self._worker = self._start()
 
     def close(self) -> None:
         """Stop serving; pending requests are dropped."""
@@ -157,8 +174,38 @@ class DeviceLink:
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.cancel()
+        if self._closing is not None:
+            self._closing.cancel()
+            self._closing = None
+        self._pending = None
 
-    async def _serve(self) -> None:
+    def _start(self) -> asyncio.Task[None]:
+        peer = f"{self.session.address[0]}:{self.session.address[1]}"
+        return asyncio.get_running_loop().create_task(
+            self._work(), name=f"fleetgate-coap-{peer}"
+        )
+
+    async def _work(self) -> None:
+        """Associate the device once, then serve pending requests in order."""
+        try:
+            if self.device is None and not await self._associate():
+                return
+            pending = self._pending
+            while pending:
+                message = pending.popleft()
+                try:
+                    if not await self._serve(message):
+                        return
+                except Exception:
+                    log.exception("request failed peer=%s:%s", *self.session.address)
+            self._pending = None
+        finally:
+            # Nothing awaits between the last check of ``pending`` and
+            # here, so a request received meanwhile starts a new worker.
+            self._worker = None
+
+    async def _associate(self) -> bool:
+        """Bind the session to its device record; False when refused."""
         identity = self.session.peer_identity
         try:
             self.device = await self.endpoint.associate(identity)
@@ -171,10 +218,8 @@ class DeviceLink:
             )
             if self.endpoint.tracker is not None:
                 self.endpoint.tracker.device_rejected(self.session, identity, exc)
-            await self._answer_all_then_close(
-                CoapResponse.diagnostic(Code.FORBIDDEN, exc.message)
-            )
-            return
+            self._refuse(CoapResponse.diagnostic(Code.FORBIDDEN, exc.message))
+            return False
         except FleetgateError as exc:
             # The store logs its own outages, once and not per device.
             level = (
@@ -191,31 +236,33 @@ class DeviceLink:
             unavailable = CoapResponse.diagnostic(
                 Code.SERVICE_UNAVAILABLE, "cannot associate the device, retry later"
             )
-            await self._answer_all_then_close(
-                dataclasses.replace(unavailable, max_age=_retry_after(exc))
-            )
-            return
+            self._refuse(dataclasses.replace(unavailable, max_age=_retry_after(exc)))
+            return False
 
         if self.endpoint.tracker is not None:
             self.endpoint.tracker.device_associated(self.session, self.device, identity)
-        checked_at = asyncio.get_running_loop().time()
-        while True:
-            message = await self._queue.get()
-            now = asyncio.get_running_loop().time()
-            if now - checked_at >= REVALIDATE_SECONDS:
-                checked_at = now
-                if not await self._still_allowed(identity, message):
-                    return
-            whole = self.transfers.reassemble(message)
-            if isinstance(whole, CoapResponse):
-                self._respond(message, whole)  # 2.31 Continue or an error
-                continue
-            started_at = time.perf_counter()
-            response = await self._dispatch(self.device, whole)
-            response = self.transfers.finish(message, response)
-            response = self.endpoint.observers.after_request(self, message, response)
-            self._respond(message, response)
-            self._measure(whole, response, time.perf_counter() - started_at)
+        self._checked_at = asyncio.get_running_loop().time()
+        return True
+
+    async def _serve(self, message: Message) -> bool:
+        """Serve one request; False when the session ended instead."""
+        assert self.device is not None
+        now = asyncio.get_running_loop().time()
+        if now - self._checked_at >= REVALIDATE_SECONDS:
+            self._checked_at = now
+            if not await self._still_allowed(self.session.peer_identity, message):
+                return False
+        whole = self.transfers.reassemble(message)
+        if isinstance(whole, CoapResponse):
+            self._respond(message, whole)  # 2.31 Continue or an error
+            return True
+        started_at = time.perf_counter()
+        response = await self._dispatch(self.device, whole)
+        response = self.transfers.finish(message, response)
+        response = self.endpoint.observers.after_request(self, message, response)
+        self._respond(message, response)
+        self._measure(whole, response, time.perf_counter() - started_at)
+        return True
 
     async def _still_allowed(self, identity: object, message: Message) -> bool:
         """Check that the device and its anchor CA are still enabled.
@@ -254,21 +301,19 @@ class DeviceLink:
             )
         return True
 
-    async def _answer_all_then_close(self, response: CoapResponse) -> None:
+    def _refuse(self, response: CoapResponse) -> None:
         """Respond to every request with ``response`` for a short while, then close.
 
         The device learns why it is refused from a CoAP response, which it
         reports, instead of from a session that silently goes away.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + REFUSAL_GRACE_SECONDS
-        while (remaining := deadline - loop.time()) > 0:
-            try:
-                message = await asyncio.wait_for(self._queue.get(), remaining)
-            except TimeoutError:
-                break
+        self._refusal = response
+        pending, self._pending = self._pending, None
+        for message in pending or ():
             self._respond(message, response)
-        self.session.close(notify=True)
+        self._closing = asyncio.get_running_loop().call_later(
+            REFUSAL_GRACE_SECONDS, self.session.close
+        )
 
     def _respond(self, message: Message, response: CoapResponse) -> None:
         encoded = self._reply(message, response).encode()
