@@ -358,6 +358,13 @@ def test_ota_update_reaches_simulator(
     assert firmware["components"][0]["stateName"] == "idle"
 
 
+def test_server_ca_from_api_is_data_dir_file(fleet: Fleet) -> None:
+    response = fleet.api.get("/v1/server-ca")
+
+    assert response.status_code == 200
+    assert response.content == fleet.server.server_ca.read_bytes()
+
+
 def test_psk_device_is_simulated(fleet: Fleet, simulators: list[Simulator]) -> None:
     data_dir = fleet.server.data_dir
     identity = f"sensor-psk@{PROJECT}"

@@ -41,6 +41,7 @@ from fleetgate.api.routes import (
     quarantines,
     releases,
     rpc,
+    server_ca,
     settings,
     state,
     timeline,
@@ -135,6 +136,7 @@ def create_app(
         pki,
         artifacts,
         releases,
+        server_ca,
     ):
         app.include_router(module.router)
     install_console(app)
