@@ -27,6 +27,7 @@ from aiocoap.numbers.types import Type
 
 from fleetgate.client import CBOR, JSON, DeviceClient
 
+from . import conftest as e2e_conftest
 from .conftest import (
     RunningServer,
     coap_client,
@@ -45,6 +46,14 @@ WORKERS = ("--workers", "2", "--log-level", "DEBUG")
 MAX_CLIENTS = 24
 WAIT_SECONDS = 20.0
 STARTED = re.compile(r"gateway worker started worker=(?P<index>\d+) pid=(?P<pid>\d+)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slow_start() -> Iterator[None]:
+    """Allow more time to start: every worker is one more Python start-up."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(e2e_conftest, "START_TIMEOUT", 90.0)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -199,23 +208,35 @@ def test_session_keeps_its_worker(server: RunningServer, device: DeviceFiles) ->
 
 
 def test_change_reaches_observer_on_other_worker(
-    server: RunningServer, device: DeviceFiles
+    database_url: str, tmp_path: Path
 ) -> None:
-    observer, writer = clients_on_both_workers(server, device)
-    token = b"\x0b\x51"
-    with contextlib.closing(observer), contextlib.closing(writer):
-        first = observe(observer, (".d", "config"), token)
-        assert first.code is Code.CONTENT
+    data_dir = tmp_path / "data"
+    store = ("--database-url", database_url)
+    device = register_fleet(data_dir, tmp_path / "pki", PROJECT, ["sensor-1"], *store)[
+        0
+    ]
+    server = start_server(data_dir, *WORKERS, *store)
+    try:
+        observer, writer = clients_on_both_workers(server, device)
+        token = b"\x0b\x51"
+        with contextlib.closing(observer), contextlib.closing(writer):
+            first = observe(observer, (".d", "config"), token)
+            assert first.code is Code.CONTENT
 
-        assert writer.request(
-            "POST", ".d/config", b'{"interval":5}', content_format=JSON
-        ).successful
-        from_device = receive(observer, token)
-        assert from_device.payload == b'{"interval":5}'
+            assert writer.request(
+                "POST", ".d/config", b'{"interval":5}', content_format=JSON
+            ).successful
+            from_device = receive(observer, token)
+            assert from_device.payload == b'{"interval":5}'
 
-        api_put_state(server, device_id(server, "sensor-1"), "config", {"interval": 9})
-        from_api = receive(observer, token)
-        assert from_api.payload == b'{"interval":9}'
+            api_put_state(
+                server, device_id(server, "sensor-1"), "config", {"interval": 9}
+            )
+            from_api = receive(observer, token)
+            assert from_api.payload == b'{"interval":9}'
+    finally:
+        status = stop_server(server)
+    assert status == 0
 
 
 def test_rpc_reaches_device_on_any_worker(
@@ -273,7 +294,8 @@ def test_killed_worker_restarts(
             coap_client(running, ".d", cert=devices[0].cert, key=devices[0].key)
             for _ in range(6)
         ]
-        assert all(result.output.strip().startswith("{") for result in outputs)
+        served = [result.output for result in outputs]
+        assert all(output.strip().startswith("{") for output in served), served
     finally:
         status = stop_server(running)
     assert status == 0

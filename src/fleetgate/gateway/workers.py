@@ -198,17 +198,22 @@ class WorkerPool:
     async def start(self) -> None:
         """Start every worker and return once all are ready.
 
-        Worker 0 binds first, so that port 0 becomes one real port that
-        the others bind too. Raises OSError for a port that cannot be
+        The parent binds the port first with SO_REUSEPORT and holds it
+        while the workers start, so that port 0 becomes one real port
+        for all of them. Its socket never reads, and it closes before
+        the port is announced. Raises OSError for a port that cannot be
         bound, and StartupFailed for anything else a worker reports.
         """
-        self.port = await self._launch(self.slots[0], self.settings.port)
-        port = self.port
+        placeholder = _bind_reusable(self.settings.host, self.settings.port)
         try:
-            await asyncio.gather(*(self._launch(slot, port) for slot in self.slots[1:]))
+            port = int(placeholder.getsockname()[1])
+            self.port = port
+            await asyncio.gather(*(self._launch(slot, port) for slot in self.slots))
         except BaseException:
             await self.stop()
             raise
+        finally:
+            placeholder.close()
         self._relay.start()
 
     async def stop(self) -> None:
@@ -498,6 +503,21 @@ class WorkerPool:
         for slot in self.slots:
             if slot.index != origin and slot.channel is not None:
                 slot.channel.post_threadsafe(message)
+
+
+def _bind_reusable(host: str, port: int) -> socket.socket:
+    """Bind a UDP socket with SO_REUSEPORT as each worker's gateway does."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _is_running(slot: WorkerSlot) -> bool:
