@@ -91,6 +91,10 @@ class DtlsChannel:
         name = sock.getsockname()
         return str(name[0]), int(name[1])
 
+    def fileno(self) -> int:
+        """The UDP socket's file descriptor, for ``selectors`` over many channels."""
+        return self._require_socket().fileno()
+
     @property
     def cipher(self) -> str | None:
         """The negotiated cipher suite (OpenSSL name), once established."""
