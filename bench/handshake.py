@@ -58,7 +58,7 @@ from fleetgate.store.database import Database
 PROJECT = "bench"
 READY = re.compile(r"Device gateway ready on coaps://[^ ]+:(?P<port>\d+)")
 API_READY = re.compile(r"API ready on (?P<url>http://\S+)")
-START_TIMEOUT = 30.0
+START_TIMEOUT = 90.0
 # Seconds a client waits for a handshake or a response before counting a failure.
 CLIENT_TIMEOUT = 5.0
 # Hard bounds of every client loop, whatever the value of --seconds.
