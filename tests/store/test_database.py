@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import stat
 import sys
@@ -12,12 +13,18 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import bindparam, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from fleetgate.errors import InvalidInput, StoreUnavailable
-from fleetgate.store.database import Database, create_engine_for, migrate
-from fleetgate.store.models import Base
+from fleetgate.store import devices, projects
+from fleetgate.store.database import (
+    Database,
+    PreparedRead,
+    create_engine_for,
+    migrate,
+)
+from fleetgate.store.models import Base, Device
 
 
 def test_migrate_twice_is_a_no_op(database_url: str) -> None:
@@ -242,3 +249,35 @@ def test_sqlite_reader_does_not_wait_for_writer(tmp_path: Path) -> None:
         db.dispose()
     assert count == 0
     assert waited < 5
+
+
+class TestPreparedRead:
+    QUERY = PreparedRead(
+        select(
+            Device.name,
+            Device.enabled,
+            Device.last_certificate_not_after,
+            Device.ca_chain,
+        ).where(Device.certificate_id == bindparam("certificate_id"))
+    )
+
+    def test_row_matches_session(self, database: Database) -> None:
+        projects.create_project(database, "acme")
+        device = devices.create_device(database, "acme", "d-1", certificate_id="d-1")
+        not_after = dt.datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC)
+        chain = [{"fingerprint": "ab" * 32, "subject": "CN=Root"}]
+        with database.session() as session:
+            session.execute(
+                update(Device)
+                .where(Device.id == device.id)
+                .values(last_certificate_not_after=not_after, ca_chain=chain)
+            )
+
+        row = self.QUERY.fetch_one(database, certificate_id="d-1")
+
+        assert row == ("d-1", True, not_after, chain)
+        assert row is not None
+        assert row[2].tzinfo is not None
+
+    def test_missing_row_is_none(self, database: Database) -> None:
+        assert self.QUERY.fetch_one(database, certificate_id="nobody") is None

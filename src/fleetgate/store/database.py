@@ -24,19 +24,20 @@ value was taken.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, Select, create_engine, event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleetgate.errors import InvalidInput, StoreUnavailable
@@ -351,3 +352,60 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+class PreparedRead:
+    """A Core SELECT compiled once per dialect into its DB-API SQL text.
+
+    :meth:`fetch_one` runs it through :meth:`Database.dbapi_cursor`,
+    which skips the ORM session and SQLAlchemy's per-call cache key and
+    compilation lookup. Values come back as the column types define them
+    (aware datetimes, decoded JSON, booleans), as through a session.
+    """
+
+    def __init__(self, statement: Select[*tuple[Any, ...]]) -> None:
+        self._statement = statement
+        self._compiled: dict[str, _CompiledRead] = {}
+
+    def fetch_one(self, db: Database, **params: str) -> tuple[Any, ...] | None:
+        """Run the statement with ``params`` and return its first row."""
+        compiled = self._compiled.get(db.dialect)
+        if compiled is None:
+            compiled = self._compiled[db.dialect] = _compile(
+                self._statement, db.engine.dialect
+            )
+        bound: Any = (
+            params
+            if compiled.order is None
+            else tuple(params[name] for name in compiled.order)
+        )
+        with db.dbapi_cursor() as cursor:
+            cursor.execute(compiled.sql, bound)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        return tuple(
+            value if process is None else process(value)
+            for process, value in zip(compiled.processors, row, strict=True)
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _CompiledRead:
+    sql: str
+    # Parameter names in binding order, or None when the driver binds by name.
+    order: tuple[str, ...] | None
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+
+def _compile(statement: Select[*tuple[Any, ...]], dialect: Dialect) -> _CompiledRead:
+    compiled = statement.compile(dialect=dialect)
+    # SQLite's "qmark" style binds by position, psycopg's "pyformat" by name.
+    order = tuple(compiled.positiontup or ()) if compiled.positional else None
+    # dialect_impl: the dialect's own type, such as SQLite's DATETIME,
+    # which parses the text SQLite stores.
+    processors = tuple(
+        column.type.dialect_impl(dialect).result_processor(dialect, None)
+        for column in statement.selected_columns
+    )
+    return _CompiledRead(str(compiled), order, processors)

@@ -29,13 +29,13 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Select, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from fleetgate.errors import InvalidInput, NotFound
 from fleetgate.store import audit
 from fleetgate.store.changes import state_changes
-from fleetgate.store.database import Database
+from fleetgate.store.database import Database, PreparedRead
 from fleetgate.store.models import Device, DeviceState, utcnow
 
 StatePath = tuple[str, ...]
@@ -66,9 +66,8 @@ def get_state(
         )
     if row is None:
         raise NotFound(f"cannot find device {device_id!r}{_scope(project_id)}")
-    document = _decode_document(row[0])
-
-    node: Any = document
+    # A device without a state row has the empty document.
+    node: Any = {} if row[0] is None else row[0]
     for depth, key in enumerate(steps):
         if not isinstance(node, dict) or key not in node:
             raise NotFound(
@@ -81,31 +80,6 @@ def get_state(
     return node
 
 
-class _PreparedRead:
-    """A Core SELECT compiled once per dialect into its DB-API SQL text."""
-
-    def __init__(self, statement: Select[Any]) -> None:
-        self._statement = statement
-        self._compiled: dict[str, tuple[str, tuple[str, ...] | None]] = {}
-
-    def fetch_one(self, db: Database, **params: str) -> tuple[Any, ...] | None:
-        """Run the statement with ``params`` and return its first row."""
-        dialect = db.engine.dialect
-        compiled = self._compiled.get(dialect.name)
-        if compiled is None:
-            statement = self._statement.compile(dialect=dialect)
-            # SQLite's "qmark" style binds by position, psycopg's
-            # "pyformat" by name.
-            order = tuple(statement.positiontup or ()) if statement.positional else None
-            compiled = self._compiled[dialect.name] = (str(statement), order)
-        sql, order = compiled
-        bound: Any = params if order is None else tuple(params[n] for n in order)
-        with db.dbapi_cursor() as cursor:
-            cursor.execute(sql, bound)
-            row = cursor.fetchone()
-        return None if row is None else tuple(row)
-
-
 # One query instead of two loads: the row tells both whether the device
 # exists and, through the outer join, its document.
 _STATE_SELECT = (
@@ -114,23 +88,10 @@ _STATE_SELECT = (
     .outerjoin(DeviceState, DeviceState.device_id == Device.id)
     .where(Device.id == bindparam("device_id"))
 )
-_STATE_QUERY = _PreparedRead(_STATE_SELECT)
-_STATE_QUERY_IN_PROJECT = _PreparedRead(
+_STATE_QUERY = PreparedRead(_STATE_SELECT)
+_STATE_QUERY_IN_PROJECT = PreparedRead(
     _STATE_SELECT.where(Device.project_id == bindparam("project_id"))
 )
-
-
-def _decode_document(value: Any) -> Any:
-    """Decode a document column as the DB-API returns it.
-
-    SQLite returns the JSON text, psycopg the decoded value. A stored
-    document is always an object, so text is never a decoded value.
-    """
-    if value is None:
-        return {}
-    if isinstance(value, (str, bytes)):
-        return json.loads(value)
-    return value
 
 
 def set_state(
