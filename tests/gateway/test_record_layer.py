@@ -8,8 +8,7 @@ real OpenSSL client on the other side.
 from __future__ import annotations
 
 import struct
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from OpenSSL import SSL
@@ -19,16 +18,7 @@ from fleetgate.gateway import records
 
 from .conftest import FleetPki, GatewayFactory, GatewayThread, connect
 from .peers import PartialHandshake, UdpRelay, receive_all
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``condition`` every 50 ms until it is true or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
+from .test_dtls import wait_until
 
 
 def record_types(datagram: bytes) -> list[tuple[int, int]]:
