@@ -253,6 +253,13 @@ def _translate_unavailable(action: str, engine: Engine) -> Iterator[None]:
         raise StoreUnavailable(f"cannot {action}: {detail}") from exc
 
 
+def _wrap_driver_error(
+    exc: Exception, dbapi_error: type[Exception]
+) -> sa_exc.StatementError:
+    """Wrap a driver error as SQLAlchemy would, for :func:`_translate_unavailable`."""
+    return sa_exc.DBAPIError.instance(None, None, exc, dbapi_error)
+
+
 def _means_unavailable(exc: Exception) -> bool:
     code = _sqlite_code(exc)
     if not isinstance(exc, _UNAVAILABLE_ERRORS):
@@ -329,7 +336,12 @@ class Database:
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         try:
             with _translate_unavailable("access the database", self.engine):
-                connection = self.engine.raw_connection()
+                try:
+                    # The pool raises the driver's own error when it
+                    # cannot connect, unlike a Connection's execute.
+                    connection = self.engine.raw_connection()
+                except dbapi_error as exc:
+                    raise _wrap_driver_error(exc, dbapi_error) from exc
                 try:
                     cursor = connection.cursor()
                     try:
@@ -337,11 +349,7 @@ class Database:
                     finally:
                         cursor.close()
                 except dbapi_error as exc:
-                    # Wrapped as SQLAlchemy would, so that the translation
-                    # sees the same exception classes.
-                    raise sa_exc.DBAPIError.instance(
-                        None, None, exc, dbapi_error
-                    ) from exc
+                    raise _wrap_driver_error(exc, dbapi_error) from exc
                 finally:
                     connection.close()
         except StoreUnavailable as exc:
