@@ -506,7 +506,12 @@ class WorkerPool:
 
 
 def _bind_reusable(host: str, port: int) -> socket.socket:
-    """Bind a UDP socket with SO_REUSEPORT as each worker's gateway does."""
+    """Bind a UDP socket with SO_REUSEPORT as each worker's gateway does.
+
+    NOTE: Linux lets any socket of the same user with SO_REUSEPORT join
+    the group, so a second ``fleetgate serve --workers`` on this port
+    starts without error and takes a share of the devices.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
