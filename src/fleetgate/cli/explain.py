@@ -133,9 +133,9 @@ def _print(explanation: Explanation) -> None:
     )
     preview = explanation.association
     if preview is not None:
-        outcome = f"device {preview.device_name}"
+        summary = f"device {preview.device_name}"
         if preview.device_id is not None:
-            outcome += f" ({preview.device_id})"
+            summary += f" ({preview.device_id})"
         if preview.reason is not None:
-            outcome += f", rejected: {preview.reason}: {preview.detail}"
-        print_message(f"Association: {_RULE_NAMES[preview.rule]}: {outcome}")
+            summary += f", rejected: {preview.reason}: {preview.detail}"
+        print_message(f"Association: {_RULE_NAMES[preview.rule]}: {summary}")
