@@ -77,6 +77,11 @@ class TestBlockwiseTransfers:
         )
         assert sliced.code is Code.BAD_OPTION
 
+    def test_error_response_is_not_sliced(self) -> None:
+        request = message(Code.GET, (".d",), mid=1, block2=Block(5, False, 6))
+        error = CoapResponse.diagnostic(Code.NOT_FOUND, "cannot find state /x")
+        assert BlockwiseTransfers().finish(request, error) == error
+
     def test_out_of_order_block_is_incomplete(self) -> None:
         transfers = BlockwiseTransfers()
         request = message(

@@ -222,6 +222,17 @@ class TestDownload:
         )
         assert reply.code is Code.BAD_OPTION
 
+    def test_block_past_end_names_artifact(
+        self, device: DeviceClient, database: Database
+    ) -> None:
+        roll_out(database, os.urandom(5000), version="1.1.0")
+        reply = device.request(
+            "GET", ".u/c/main@1.1.0", block2=BlockOption.BlockwiseTuple(5, False, 6)
+        )
+        assert b"end of the 5000-byte artifact main@1.1.0" in reply.payload
+        assert reply.block2 is None
+        assert reply.etag is None
+
     @pytest.mark.parametrize(
         "path",
         [

@@ -6,7 +6,8 @@ its Block2 option. A request without Block2 gets block 0 with the More
 flag, and the device asks for the rest (late negotiation, section 2.4).
 Each block is cut from a fresh rendering of the resource, so blocks carry
 an ETag of the whole representation, from which a device can tell that
-the value changed between blocks (RFC 7252 section 5.10.6). Block 0
+the value changed between blocks (RFC 7252 section 5.10.6). An error
+response (4.xx or 5.xx) is never cut: its diagnostic goes whole. Block 0
 carries Size2, the size of the whole body (section 4). Golioth's
 firmware SDK fetches large resources this way: each block is its own
 GET with Block2 SZX 6 and the token of block 0 (``src/coap_client.c``).
@@ -136,6 +137,10 @@ class BlockwiseTransfers:
             response = dataclasses.replace(response, block1=block1)
         if response.block2 is not None:
             return response  # the resource cut the block itself
+        if response.code.class_ >= 4:
+            # An error's diagnostic is no block of the requested body, so
+            # it goes whole, without Block2, Size2 or ETag.
+            return response
         return self._slice(request.opt.block2, response)
 
     def _slice(self, requested: Block | None, response: CoapResponse) -> CoapResponse:
