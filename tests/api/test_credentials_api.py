@@ -112,6 +112,13 @@ def test_weak_key_is_rejected(acme: TestClient, device_id: str, key: str) -> Non
     assert acme.get(credentials_url(device_id)).json()["total"] == 0
 
 
+def test_odd_length_key_names_odd_digits(acme: TestClient, device_id: str) -> None:
+    key = bytes(range(100, 118)).hex()[:-1]
+    response = acme.post(credentials_url(device_id), json={"preSharedKey": key})
+    assert response.status_code == 400
+    assert "odd number of hex digits (35)" in response.json()["message"]
+
+
 def test_identity_of_another_project_is_rejected(
     acme: TestClient, device_id: str
 ) -> None:

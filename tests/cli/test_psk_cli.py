@@ -94,3 +94,20 @@ def test_unknown_device_is_an_error(invoke: Invoke, tmp_path: Path) -> None:
     added = invoke(app, "add", "-p", "acme", "ghost", "--data-dir", str(tmp_path))
     assert added.exit_code == 1
     assert "cannot find device 'ghost'" in added.stderr
+
+
+def test_odd_length_key_is_rejected(invoke: Invoke, tmp_path: Path) -> None:
+    added = invoke(
+        app,
+        "add",
+        "-p",
+        "acme",
+        "sensor-1",
+        "--key",
+        bytes(range(40, 58)).hex()[:-1],
+        "--data-dir",
+        str(tmp_path),
+    )
+    assert added.exit_code == 1
+    assert "odd number of hex digits (35)" in added.stderr
+    assert "not hexadecimal" not in added.stderr

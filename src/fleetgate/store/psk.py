@@ -154,6 +154,13 @@ def parse_psk_identity(identity: str) -> PskIdentity:
 def decode_psk(hex_key: str) -> bytes:
     """Decode a hexadecimal key and check its strength, or raise InvalidInput."""
     compact = "".join(hex_key.split())
+    if len(compact) % 2 == 1:
+        raise InvalidInput(
+            f"cannot use the pre-shared key: it has an odd number of hex digits "
+            f"({len(compact)}); give two digits per key byte, such as the "
+            "output of 'openssl rand -hex 32'",
+            reason=Reason.WEAK_PSK,
+        )
     try:
         key = bytes.fromhex(compact)
     except ValueError as exc:
