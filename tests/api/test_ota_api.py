@@ -67,6 +67,15 @@ class TestArtifacts:
         )
         assert response.status_code == 400
         assert response.json()["code"] == "invalid_base64"
+        assert "send the firmware image encoded" in response.json()["message"]
+        assert "PEM" not in response.json()["message"]
+
+    def test_json_array_body_names_body(self, acme: TestClient) -> None:
+        response = acme.post(f"{BASE}/artifacts", json=[1, 2])
+        message = response.json()["message"]
+        assert response.status_code == 400
+        assert message.startswith("cannot store artifact: body: Input should be")
+        assert ": :" not in message
 
     def test_raw_upload_needs_package_and_version(self, acme: TestClient) -> None:
         response = acme.post(

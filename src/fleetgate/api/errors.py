@@ -99,7 +99,7 @@ async def _fleetgate_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = [_describe(error) for error in exc.errors()]
+    problems = [describe_problem(error) for error in exc.errors()]
     message = "cannot accept request: " + "; ".join(problems)
     return JSONResponse(error_body(Reason.INVALID_REQUEST, message), status_code=422)
 
@@ -133,11 +133,15 @@ def _measure(scope: Scope, status: int, seconds: float) -> None:
     ).observe(seconds)
 
 
-def _describe(error: Any) -> str:
-    # Locations start with where the value came from: body, query, path
-    # or header. The value itself is left out, because it may be long
-    # (a certificate) or private.
-    location = ".".join(str(part) for part in error.get("loc", ()))
+def describe_problem(error: Any) -> str:
+    """Return one pydantic validation error as ``location: message``.
+
+    Locations start with where the value came from: body, query, path or
+    header. A model validated on its own reports the whole value with an
+    empty location, which reads as ``body``. The value itself is left
+    out, because it may be long (a certificate) or private.
+    """
+    location = ".".join(str(part) for part in error.get("loc", ())) or "body"
     return f"{location}: {error.get('msg', 'invalid value')}"
 
 

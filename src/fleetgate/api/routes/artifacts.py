@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from fleetgate.api.auth import ScopeDep
 from fleetgate.api.context import ContextDep
+from fleetgate.api.errors import describe_problem
 from fleetgate.api.paging import DEFAULT_PER_PAGE, PageQuery, PerPageQuery, page_of
 from fleetgate.api.routes.certificates import decode_base64
 from fleetgate.api.schemas import ApiModel, Empty, One, Page
@@ -103,7 +104,9 @@ async def upload_artifact(
         upload = _parse_upload(body)
         package, version = upload.package, upload.version
         bootloader = upload.bootloader
-        content = decode_base64(upload.content, field="content")
+        content = decode_base64(
+            upload.content, field="content", encoded="the firmware image"
+        )
 
     record = await asyncio.to_thread(
         ota_artifacts.upload_artifact,
@@ -168,8 +171,5 @@ def _parse_upload(body: bytes) -> ArtifactUpload:
             "base64 content, or the raw image as application/octet-stream"
         ) from exc
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-            for error in exc.errors()
-        )
+        problems = "; ".join(describe_problem(error) for error in exc.errors())
         raise InvalidInput(f"cannot store artifact: {problems}") from exc

@@ -153,16 +153,21 @@ def get_crl(
     return One[RevocationList](data=RevocationList.of(record))
 
 
-def decode_base64(text: str, *, field: str = "certFile") -> bytes:
-    """Decode standard base64, ignoring line breaks, or raise InvalidInput."""
+def decode_base64(
+    text: str, *, field: str = "certFile", encoded: str = "the PEM or DER file"
+) -> bytes:
+    """Decode standard base64, ignoring line breaks, or raise InvalidInput.
+
+    ``encoded`` names what the field carries, for the error message.
+    """
     # `base64 file` wraps its output every 76 characters.
     compact = "".join(text.split())
     try:
         decoded = base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidInput(
-            f"cannot decode {field}: invalid base64 ({exc}); send the PEM "
-            "or DER file encoded with standard base64",
+            f"cannot decode {field}: invalid base64 ({exc}); send "
+            f"{encoded} encoded with standard base64",
             reason=Reason.INVALID_BASE64,
         ) from exc
     if not decoded:
