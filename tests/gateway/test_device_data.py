@@ -88,6 +88,87 @@ class TestLogs:
     def test_get_is_not_allowed(self, device: DeviceClient) -> None:
         assert device.request("GET", "logs").code is Code.METHOD_NOT_ALLOWED
 
+    @pytest.mark.parametrize(
+        ("level", "stored"),
+        [
+            pytest.param(1, "error", id="ok/number-error"),
+            pytest.param(4, "debug", id="ok/number-debug"),
+            pytest.param("Warning", "warn", id="ok/warning-name"),
+            pytest.param("none", "none", id="ok/none"),
+        ],
+    )
+    def test_sdk_level_is_stored_by_name(
+        self, device: DeviceClient, database: Database, level: object, stored: str
+    ) -> None:
+        body = cbor2.dumps({"level": level, "module": "app", "msg": "m"})
+        reply = device.request("POST", "logs", body, content_format=CBOR)
+        assert reply.code is Code.CHANGED
+        entry = device_logs.list_log_entries(
+            database, PROJECT, device_id(database)
+        ).items[0]
+        assert entry.level == stored
+
+    @pytest.mark.parametrize(
+        ("body", "message"),
+        [
+            pytest.param(
+                {"level": "info", "msg": "m"},
+                b"module must be text",
+                id="fail/no-module",
+            ),
+            pytest.param(
+                {"level": "info", "module": "app"},
+                b"msg must be text",
+                id="fail/no-msg",
+            ),
+            pytest.param(
+                {"level": "info", "module": "app", "msg": 5},
+                b"msg must be text",
+                id="fail/number-msg",
+            ),
+            pytest.param(
+                {"level": "critical", "module": "app", "msg": "m"},
+                b"level must be one of none, error, warn, info, debug",
+                id="fail/unknown-level",
+            ),
+            pytest.param(
+                {"level": 5, "module": "app", "msg": "m"},
+                b"level must be one of",
+                id="fail/level-number-out-of-range",
+            ),
+            pytest.param(
+                {"level": True, "module": "app", "msg": "m"},
+                b"level must be one of",
+                id="fail/boolean-level",
+            ),
+        ],
+    )
+    @pytest.mark.parametrize("path", ["logs", ".s/logs"])
+    def test_incomplete_entry_is_rejected(
+        self,
+        device: DeviceClient,
+        database: Database,
+        path: str,
+        body: dict[str, object],
+        message: bytes,
+    ) -> None:
+        reply = device.request("POST", path, cbor2.dumps(body), content_format=CBOR)
+        stored = device_logs.list_log_entries(database, PROJECT, device_id(database))
+        assert reply.code is Code.BAD_REQUEST
+        assert message in reply.payload
+        assert stored.total == 0
+
+    @pytest.mark.parametrize("path", ["logs", ".s/logs"])
+    def test_trailing_bytes_are_rejected(
+        self, device: DeviceClient, database: Database, path: str
+    ) -> None:
+        body = sdk_log("info", "app", "m") + b"\x00"
+        reply = device.request("POST", path, body, content_format=CBOR)
+        stored = device_logs.list_log_entries(database, PROJECT, device_id(database))
+        assert reply.code is Code.BAD_REQUEST
+        assert b"1 bytes follow the CBOR item" in reply.payload
+        assert stored.total == 0
+
     def test_flood_is_answered_and_shed(
         self,
         gateway: GatewayThread,

@@ -285,6 +285,16 @@ class TestReport:
                 id="fail/text-reason",
             ),
             pytest.param(
+                cbor2.dumps({"s": 0, "r": 99, "pkg": "main"}),
+                b"r must be a reason from 0 to 9, not 99",
+                id="fail/unknown-reason",
+            ),
+            pytest.param(
+                cbor2.dumps({"s": 0, "r": 0, "pkg": "main"}) + b"\x00",
+                b"1 bytes follow the CBOR item",
+                id="fail/trailing-bytes",
+            ),
+            pytest.param(
                 cbor2.dumps({"s": 0, "r": 0, "pkg": "other"}),
                 b"differs from the package",
                 id="fail/package-mismatch",

@@ -169,6 +169,26 @@ class TestStatus:
         )
         assert reply.code is Code.BAD_REQUEST
 
+    @pytest.mark.parametrize(
+        "body",
+        [
+            pytest.param(cbor2.dumps({}), id="fail/no-version"),
+            pytest.param(cbor2.dumps({"version": float("inf")}), id="fail/infinity"),
+            pytest.param(cbor2.dumps({"version": float("nan")}), id="fail/nan"),
+            pytest.param(b'{"version": Infinity}', id="fail/json-infinity"),
+            pytest.param(cbor2.dumps({"version": "7"}), id="fail/text-version"),
+        ],
+    )
+    def test_report_needs_integer_version(
+        self, device: DeviceClient, database: Database, body: bytes
+    ) -> None:
+        content_format = None if body.startswith(b"{") else CBOR
+        reply = device.request("POST", ".c/status", body, content_format=content_format)
+        stored = device_logs.list_log_entries(database, PROJECT, device_id(database))
+        assert reply.code is Code.BAD_REQUEST
+        assert b"version must be an integer" in reply.payload
+        assert stored.total == 0
+
     def test_post_on_settings_not_allowed(self, device: DeviceClient) -> None:
         reply = device.request("POST", ".c", b"{}")
         assert reply.code is Code.METHOD_NOT_ALLOWED

@@ -10,6 +10,7 @@ which is how Golioth's firmware SDK addresses its services.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -129,7 +130,10 @@ class Router:
 
 
 def decode_body(payload: bytes, content_format: int | None) -> Any:
-    """Decode a JSON or CBOR request body; no Content-Format means JSON."""
+    """Decode a JSON or CBOR request body; no Content-Format means JSON.
+
+    The body must be exactly one item: bytes after it raise InvalidInput.
+    """
     if content_format in (None, JSON):
         try:
             return json.loads(payload.decode("utf-8"))
@@ -141,10 +145,18 @@ def decode_body(payload: bytes, content_format: int | None) -> Any:
             # Integers beyond Python's int-to-string digit limit, for one.
             raise InvalidInput(f"cannot decode body: unsupported JSON ({exc})") from exc
     if content_format == CBOR:
+        stream = io.BytesIO(payload)
         try:
-            value = cbor2.loads(payload)
+            value = cbor2.CBORDecoder(stream).decode()
         except (cbor2.CBORDecodeError, ValueError) as exc:
             raise InvalidInput(f"cannot decode body: invalid CBOR ({exc})") from exc
+        # cbor2.loads stops after the first item and ignores the rest.
+        trailing = len(payload) - stream.tell()
+        if trailing:
+            raise InvalidInput(
+                f"cannot decode body: {trailing} bytes follow the CBOR item, "
+                "send exactly one item"
+            )
         return _json_compatible(value)
     raise UnsupportedContentFormat(content_format)
 

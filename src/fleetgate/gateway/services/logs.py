@@ -10,6 +10,11 @@ a text/plain body (0) is the message of an ``info`` entry. Attributes
 other than these, a device-side ``time`` or ``timestamp`` included, are
 kept as the entry's metadata; the stored time is the time of receipt.
 
+``module`` and ``msg`` must be text. ``level`` is one of the names of the
+SDK's ``enum golioth_log_level`` (``none``, ``error``, ``warn``,
+``info``, ``debug``, in any case, and ``warning`` for ``warn``) or its
+number from 0 to 4, and defaults to ``info``.
+
 A stored entry gets 2.04 Changed. The SDK treats anything but a
 2.xx as a failure and reports it by logging a warning, which it posts
 here again, so a flooding device is never answered with an error: past
@@ -45,6 +50,8 @@ PATHS = (("logs",), (".s", "logs"))
 MAX_ENTRY_BYTES = 16 * 1024
 DEFAULT_RATE = 20.0
 DEFAULT_BURST = 50
+# The SDK's enum golioth_log_level, in order, so an index is its number.
+LEVELS = ("none", "error", "warn", "info", "debug")
 
 
 class LogService:
@@ -109,15 +116,34 @@ def parse_entry(payload: bytes, content_format: int | None) -> dict[str, Any]:
             "cannot store log entry: the body must be a map with level, module and msg"
         )
     fields = dict(body)
-    level = str(fields.pop("level", "info")).lower()
-    if level == "warning":
-        level = "warn"
+    level = _level(fields.pop("level", "info"))
+    module = fields.pop("module", None)
+    if not isinstance(module, str):
+        raise InvalidInput(
+            f"cannot store log entry: module must be text, not {module!r:.40}"
+        )
     message = fields.pop("msg", None)
     if message is None:
-        message = fields.pop("message", "")
-    return {
-        "level": level,
-        "module": str(fields.pop("module", "")),
-        "message": message if isinstance(message, str) else str(message),
-        "metadata": fields,
-    }
+        message = fields.pop("message", None)
+    if not isinstance(message, str):
+        raise InvalidInput(
+            f"cannot store log entry: msg must be text, not {message!r:.40}"
+        )
+    return {"level": level, "module": module, "message": message, "metadata": fields}
+
+
+def _level(value: Any) -> str:
+    """Return the level name of ``value``, a name or number of the SDK's levels."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 0 <= value < len(LEVELS):
+            return LEVELS[value]
+    elif isinstance(value, str):
+        name = value.lower()
+        if name == "warning":
+            return "warn"
+        if name in LEVELS:
+            return name
+    raise InvalidInput(
+        f"cannot store log entry: level must be one of {', '.join(LEVELS)} "
+        f"or 0 to {len(LEVELS) - 1}, not {value!r:.40}"
+    )

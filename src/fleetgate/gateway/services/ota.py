@@ -272,14 +272,10 @@ def _report_fields(report: Any, package: str) -> dict[str, Any]:
             f"{max(ComponentState)}, not {state!r}"
         )
     reason = report.get("r")
-    if (
-        not isinstance(reason, int)
-        or isinstance(reason, bool)
-        or not 0 <= reason < 2**31
-    ):
+    if isinstance(reason, bool) or reason not in set(ComponentReason):
         raise InvalidInput(
-            f"cannot store report of {package!r}: r must be a reason number, "
-            f"not {reason!r}"
+            f"cannot store report of {package!r}: r must be a reason from 0 to "
+            f"{max(ComponentReason)}, not {reason!r}"
         )
     named = report.get("pkg", package)
     if named != package:
@@ -289,7 +285,7 @@ def _report_fields(report: Any, package: str) -> dict[str, Any]:
         )
     return {
         "state": int(state),
-        "reason": reason,
+        "reason": int(reason),
         "current_version": _version(report, "v", package),
         "target_version": _version(report, "t", package),
     }

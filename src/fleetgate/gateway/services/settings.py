@@ -98,6 +98,12 @@ class SettingsService:
         if not isinstance(errors, list):
             raise InvalidInput("cannot store settings status: errors must be a list")
         version = report.get("version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            # The SDK copies the integer version of the settings it read.
+            raise InvalidInput(
+                "cannot store settings status: version must be an integer, "
+                f"not {version!r:.40}"
+            )
         device = request.device
         level = "warn" if errors else "info"
         if errors:
