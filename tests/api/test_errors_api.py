@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -107,3 +109,16 @@ def test_docs_page_is_served(client: TestClient) -> None:
     response = client.get("/docs")
     assert response.status_code == 200
     assert "openapi.json" in response.text
+
+
+def test_docs_page_loads_nothing_from_other_hosts(client: TestClient) -> None:
+    page = client.get("/docs").text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page) + re.findall(
+        r"url: '([^']+)'", page
+    )
+
+    assert assets, page
+    assert [url for url in assets if not url.startswith("/")] == []
+    assert "https://" not in page
+    for url in assets:
+        assert client.get(url).status_code == 200, url

@@ -24,6 +24,7 @@ from fleetgate.api.context import (
     SessionCloser,
     TrustChanged,
 )
+from fleetgate.api.docs import install_docs
 from fleetgate.api.errors import GuardMiddleware, install_error_handlers
 from fleetgate.api.routes import (
     artifacts,
@@ -88,7 +89,8 @@ def create_app(
         title="Fleetgate management API",
         description=DESCRIPTION,
         version="1",
-        docs_url="/docs",
+        # install_docs() serves /docs with Swagger UI from this server.
+        docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
     )
@@ -140,6 +142,7 @@ def create_app(
     ):
         app.include_router(module.router)
     install_console(app)
+    install_docs(app)
     install_error_handlers(app)
     app.add_middleware(
         GuardMiddleware,
