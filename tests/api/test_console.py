@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api.conftest import make_leaf
+from fleetgate.forecast import expiry_forecast
 from fleetgate.store import (
     apikeys,
     certificates,
@@ -561,21 +562,25 @@ def test_connection_log_unknown_reason_shows_error(acme_browser: TestClient) -> 
     assert 'id="reason-error"' in page.text
 
 
-def test_expiry_chart_counts_device_certificates(
+def test_expiry_chart_matches_forecast(
     acme_browser: TestClient, database: Database
 ) -> None:
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=10)
-    for name in ("a", "b"):
+    for name in ("a", "b", "off"):
         record = devices.create_device(database, "acme", name)
         with database.session() as session:
             row = session.get(Device, record.id)
             assert row is not None
             row.last_certificate_not_after = soon
+            row.enabled = name != "off"
+    forecast = expiry_forecast(database, "acme", now=dt.datetime.now(dt.UTC))
 
     page = acme_browser.get("/console/projects/acme/expiries")
 
-    assert "2 expire in this period" in page.text
-    assert "the busiest week has 2 expiries" in page.text
+    assert sum(week.devices for week in forecast.weeks) == 2
+    assert "2 devices counted:\n2 lose service in this period" in page.text
+    assert "the busiest week has 2 devices" in page.text
+    assert "Disabled devices, and devices that have never connected" in page.text
     assert '<title id="chart-title">' in page.text
 
 

@@ -1,4 +1,4 @@
-"""Fleet figures for the console: device counts and weekly expiries."""
+"""Fleet figures for the console: device counts."""
 
 from __future__ import annotations
 
@@ -28,14 +28,12 @@ def add_device(
     *,
     project_id: str = "acme",
     last_seen_at: dt.datetime | None = None,
-    not_after: dt.datetime | None = None,
 ) -> None:
     record = devices.create_device(db, project_id, name)
     with db.session() as session:
         row = session.get(Device, record.id)
         assert row is not None
         row.last_seen_at = last_seen_at
-        row.last_certificate_not_after = not_after
 
 
 def test_counts_recent_and_never_connected(db: Database) -> None:
@@ -51,25 +49,6 @@ def test_counts_recent_and_never_connected(db: Database) -> None:
     )
 
 
-def test_expiries_fall_in_their_week(db: Database) -> None:
-    add_device(db, "a", not_after=NOW + dt.timedelta(days=1))
-    add_device(db, "b", not_after=NOW + dt.timedelta(days=6, hours=23))
-    add_device(db, "c", not_after=NOW + dt.timedelta(days=7))
-    add_device(db, "d", not_after=NOW + dt.timedelta(weeks=52, days=1))
-    add_device(db, "gone", not_after=NOW - dt.timedelta(days=1))
-    add_device(db, "theirs", project_id="other", not_after=NOW)
-
-    expired, weeks = fleet_summary.weekly_expiries(db, "acme", now=NOW)
-
-    assert expired == 1
-    assert len(weeks) == 52
-    assert [week.count for week in weeks[:3]] == [2, 1, 0]
-    assert sum(week.count for week in weeks) == 3
-    assert weeks[1].starts == NOW + dt.timedelta(weeks=1)
-
-
 def test_missing_project_is_not_found(db: Database) -> None:
     with pytest.raises(NotFound):
         fleet_summary.count_devices(db, "nowhere", now=NOW)
-    with pytest.raises(NotFound):
-        fleet_summary.weekly_expiries(db, "nowhere", now=NOW)

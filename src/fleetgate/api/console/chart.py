@@ -1,4 +1,4 @@
-"""An inline SVG bar chart of device certificate expiries by week.
+"""An inline SVG bar chart of devices losing service, week by week.
 
 The chart is drawn on the server as plain SVG markup, so it needs no
 script and no style attribute (the console's Content-Security-Policy
@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from fleetgate.store.fleet_summary import WeekOfExpiries
+from fleetgate.forecast import WeekForecast
 
 WIDTH = 720
 HEIGHT = 240
@@ -30,7 +30,7 @@ class Bar:
     y: float
     width: float
     height: float
-    week: WeekOfExpiries
+    week: WeekForecast
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +55,11 @@ class ExpiryChart:
     peak: int
 
 
-def lay_out(weeks: Sequence[WeekOfExpiries]) -> ExpiryChart:
+def lay_out(weeks: Sequence[WeekForecast]) -> ExpiryChart:
     """Place one bar per week, scaled to the busiest week."""
     if not weeks:
         raise ValueError("cannot draw an expiry chart without weeks")
-    peak = max(week.count for week in weeks)
+    peak = max(week.devices for week in weeks)
     # A scale of at least 1 keeps an empty fleet's axis readable.
     scale_top = max(peak, 1)
     plot_width = WIDTH - MARGIN_LEFT - 8
@@ -69,7 +69,7 @@ def lay_out(weeks: Sequence[WeekOfExpiries]) -> ExpiryChart:
 
     bars = []
     for index, week in enumerate(weeks):
-        height = plot_height * week.count / scale_top
+        height = plot_height * week.devices / scale_top
         bars.append(
             Bar(
                 x=round(MARGIN_LEFT + index * slot + GAP / 2, 2),
@@ -87,7 +87,7 @@ def lay_out(weeks: Sequence[WeekOfExpiries]) -> ExpiryChart:
     x_ticks = [
         Tick(
             round(MARGIN_LEFT + index * slot, 2),
-            weeks[index].starts.strftime("%d %b"),
+            weeks[index].start.strftime("%d %b"),
         )
         for index in range(0, len(weeks), 13)
     ]

@@ -1,8 +1,8 @@
 """Console pages for a project as a whole: the overview and expiries.
 
-The expiry chart counts device certificates by the week they expire in,
-from the expiry of the certificate each device last connected with
-(:func:`fleetgate.store.fleet_summary.weekly_expiries`).
+The expiry chart counts enabled devices by the week they lose service,
+from :func:`fleetgate.forecast.expiry_forecast`, the same figures as
+``fleetgate forecast`` and ``GET /v1/projects/{id}/forecast``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from fleetgate.api.console.chart import lay_out
 from fleetgate.api.console.pages import ConsoleRoute, render
 from fleetgate.api.console.visitor import ProjectVisitorDep
 from fleetgate.api.context import ContextDep
+from fleetgate.forecast import expiry_forecast
 from fleetgate.store import certificates, connections, fleet_summary, projects
 
 router = APIRouter(
@@ -59,11 +60,14 @@ def overview(
 def expiries(
     project_id: str, request: Request, context: ContextDep, visitor: ProjectVisitorDep
 ) -> Response:
-    """Chart device certificate expiries by week over the next year."""
-    now = dt.datetime.now(dt.UTC)
+    """Chart enabled devices by the week they lose service over the next year."""
     project = projects.get_project(context.db, project_id)
-    expired, weeks = fleet_summary.weekly_expiries(
-        context.db, project_id, now=now, weeks=FORECAST_WEEKS
+    forecast = expiry_forecast(
+        context.db,
+        project_id,
+        now=dt.datetime.now(dt.UTC),
+        weeks=FORECAST_WEEKS,
+        server_chain=context.server_chain,
     )
     return render(
         request,
@@ -72,10 +76,9 @@ def expiries(
             "title": "Certificate expiries",
             "project": project,
             "section": "expiries",
-            "expired": expired,
-            "weeks": weeks,
-            "total": sum(week.count for week in weeks),
-            "chart": lay_out(weeks),
+            "forecast": forecast,
+            "within": sum(week.devices for week in forecast.weeks),
+            "chart": lay_out(forecast.weeks),
         },
         visitor=visitor,
     )
