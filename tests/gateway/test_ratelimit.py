@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -80,6 +81,38 @@ class TestDeviceRateLimiter:
         # "a" was evicted, so it starts again with a full bucket.
         assert buckets.allow("a")
         assert not buckets.allow("c")
+
+    def test_quiet_device_count_is_reported_by_timer(
+        self, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        buckets = limiter(clock, burst=1, rate=0.001, warn_interval=0.05)
+
+        async def flood_then_stop() -> None:
+            for _ in range(10):
+                buckets.allow("dev-1", project_id="acme")
+            clock.now += 0.05
+            await asyncio.sleep(0.3)
+
+        with caplog.at_level(logging.WARNING, "fleetgate.gateway.ratelimit"):
+            asyncio.run(asyncio.wait_for(flood_then_stop(), 5.0))
+
+        warnings = [r.getMessage() for r in caplog.records]
+        assert len(warnings) == 2
+        assert "dropped=1 " in warnings[0]
+        assert "dropped=8 " in warnings[1]
+
+    def test_evicted_bucket_reports_its_count(
+        self, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        buckets = limiter(clock, burst=1, rate=0.001, max_devices=1)
+        with caplog.at_level(logging.WARNING, "fleetgate.gateway.ratelimit"):
+            for _ in range(4):
+                buckets.allow("a")
+            buckets.allow("b")
+
+        warnings = [r.getMessage() for r in caplog.records]
+        assert len(warnings) == 2
+        assert "device=a dropped=2 " in warnings[1]
 
     def test_rejects_bad_settings(self) -> None:
         with pytest.raises(ValueError, match="rate must be positive"):

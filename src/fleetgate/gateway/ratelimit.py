@@ -9,18 +9,22 @@ table of buckets is bounded: past ``max_devices`` the least recently
 seen device's bucket is dropped, and that device starts again with a
 full bucket.
 
-Drops are counted, and at most one WARNING per device and
-``warn_interval`` seconds reports how many were dropped since the last
-one. The warning is written at the first request (kept or dropped)
-after the interval, so the count of a flood's last interval appears
-only when the device sends again.
+Requests over the limit are counted, and at most one WARNING per device
+and ``warn_interval`` seconds reports how many there were since the
+last one. The first one of a flood is reported at once. Later ones are
+reported at the next request after the interval or, when the device
+sends nothing more, by a timer on the running event loop at the end of
+the interval, so every count appears within about ``warn_interval``
+seconds. A bucket pushed out of the table reports its count first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -33,6 +37,7 @@ Clock = Callable[[], float]
 class _Bucket:
     tokens: float
     updated: float
+    project_id: str = "-"
     dropped: int = 0
     warned: float = float("-inf")
 
@@ -61,11 +66,15 @@ class DeviceRateLimiter:
         self.max_devices = max_devices
         self._clock = clock
         self._buckets: collections.OrderedDict[str, _Bucket] = collections.OrderedDict()
+        # One timer per limiter reports the counts of devices gone quiet.
+        self._report_timer: asyncio.TimerHandle | None = None
+        self._report_loop: asyncio.AbstractEventLoop | None = None
 
     def allow(self, device_id: str, *, project_id: str = "-") -> bool:
         """Take one token of ``device_id``'s bucket; False when it is empty."""
         now = self._clock()
         bucket = self._bucket(device_id, now)
+        bucket.project_id = project_id
         bucket.tokens = min(
             self.burst, bucket.tokens + (now - bucket.updated) * self.rate
         )
@@ -77,19 +86,51 @@ class DeviceRateLimiter:
         else:
             bucket.dropped += 1
         if bucket.dropped and now - bucket.warned >= self.warn_interval:
-            log.warning(
-                "requests dropped over the rate limit resource=%s project=%s "
-                "device=%s dropped=%d rate=%g burst=%d",
-                self.name,
-                project_id,
-                device_id,
-                bucket.dropped,
-                self.rate,
-                self.burst,
-            )
-            bucket.dropped = 0
-            bucket.warned = now
+            self._report(device_id, bucket, now)
+        elif bucket.dropped:
+            self._schedule_report(bucket.warned + self.warn_interval - now)
         return allowed
+
+    def report_due(self) -> None:
+        """Log the counts of every device whose warning interval has passed."""
+        self._report_timer = None
+        now = self._clock()
+        next_due = math.inf
+        for device_id, bucket in list(self._buckets.items()):
+            if not bucket.dropped:
+                continue
+            due = bucket.warned + self.warn_interval
+            if due <= now:
+                self._report(device_id, bucket, now)
+            else:
+                next_due = min(next_due, due)
+        if next_due < math.inf:
+            self._schedule_report(next_due - now)
+
+    def _report(self, device_id: str, bucket: _Bucket, now: float) -> None:
+        log.warning(
+            "requests over the rate limit resource=%s project=%s "
+            "device=%s dropped=%d rate=%g burst=%d",
+            self.name,
+            bucket.project_id,
+            device_id,
+            bucket.dropped,
+            self.rate,
+            self.burst,
+        )
+        bucket.dropped = 0
+        bucket.warned = now
+
+    def _schedule_report(self, delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # without a loop, counts wait for the device's next request
+        timer = self._report_timer
+        if timer is not None and self._report_loop is loop:
+            return
+        self._report_loop = loop
+        self._report_timer = loop.call_later(max(delay, 0.0), self.report_due)
 
     def _bucket(self, device_id: str, now: float) -> _Bucket:
         bucket = self._buckets.get(device_id)
@@ -97,7 +138,9 @@ class DeviceRateLimiter:
             bucket = _Bucket(tokens=float(self.burst), updated=now)
             self._buckets[device_id] = bucket
             while len(self._buckets) > self.max_devices:
-                self._buckets.popitem(last=False)
+                evicted_id, evicted = self._buckets.popitem(last=False)
+                if evicted.dropped:
+                    self._report(evicted_id, evicted, now)
         else:
             self._buckets.move_to_end(device_id)
         return bucket
