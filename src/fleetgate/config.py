@@ -87,6 +87,44 @@ class ConnectionLogSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class DeviceRateLimits:
+    """Writes per second (rate) and in one burst that each device may make.
+
+    Each resource has a token bucket per device. What a device over its
+    limit is told depends on how Golioth's firmware SDK takes an error
+    response. It logs a failed post as a warning and posts that to its
+    log, so log entries and settings status reports over the limit get
+    2.04 and are dropped, because an error would add log traffic. A
+    stream value or a firmware component report is data the device
+    expects stored, so over the limit it gets 4.29 Too Many Requests with
+    Max-Age, the seconds until a write is taken again. The defaults are
+    estimates of what a well-behaved device sends, not measured figures.
+    """
+
+    # Log entries: a device logging at debug level during boot posts
+    # tens of entries in a second.
+    log_rate: float = 20.0
+    log_burst: int = 50
+    # LightDB Stream values: telemetry is typically seconds apart, and a
+    # device may post several paths at once.
+    stream_rate: float = 5.0
+    stream_burst: int = 20
+    # Settings status reports: one per settings read, and the SDK reads
+    # once per registered setting at boot, then on each change.
+    status_rate: float = 1.0
+    status_burst: int = 20
+    # Firmware component reports: about five per component per update.
+    report_rate: float = 1.0
+    report_burst: int = 20
+    # At most one WARNING per device and resource counts the writes over
+    # the limit in this interval.
+    warn_interval: dt.timedelta = dt.timedelta(minutes=1)
+
+
+DEFAULT_RATE_LIMITS = DeviceRateLimits()
+
+
+@dataclasses.dataclass(frozen=True)
 class GatewaySettings:
     """Tunables of the device gateway."""
 
@@ -104,6 +142,7 @@ class GatewaySettings:
     connection_log: ConnectionLogSettings = dataclasses.field(
         default_factory=ConnectionLogSettings
     )
+    rate_limits: DeviceRateLimits = dataclasses.field(default_factory=DeviceRateLimits)
     # Gateway worker processes; more than 1 runs a WorkerPool.
     workers: int = 1
     # Set on every worker of ``fleetgate serve --workers N``: the workers

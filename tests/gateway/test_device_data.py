@@ -11,11 +11,12 @@ import pytest
 from aiocoap.numbers.codes import Code
 
 from fleetgate.client import CBOR, JSON, TEXT_PLAIN, DeviceClient
+from fleetgate.config import DeviceRateLimits
 from fleetgate.gateway.ratelimit import DeviceRateLimiter
 from fleetgate.store import device_logs, devices, stream
 from fleetgate.store.database import Database
 
-from .conftest import PROJECT, FleetPki, GatewayThread, connect
+from .conftest import PROJECT, FleetPki, GatewayFactory, GatewayThread, connect
 
 
 @pytest.fixture
@@ -234,3 +235,28 @@ class TestStream:
 
     def test_get_is_not_allowed(self, device: DeviceClient) -> None:
         assert device.request("GET", ".s/x").code is Code.METHOD_NOT_ALLOWED
+
+    def test_flood_gets_too_many_requests(
+        self,
+        start_gateway: GatewayFactory,
+        pki: FleetPki,
+        database: Database,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        limits = DeviceRateLimits(stream_rate=0.25, stream_burst=3)
+        gateway = start_gateway(rate_limits=limits)
+        with (
+            connect(gateway, pki.device("sensor-1")) as client,
+            caplog.at_level(logging.WARNING, "fleetgate.gateway.ratelimit"),
+        ):
+            replies = [
+                client.request("POST", ".s/temp", b"21", content_format=JSON)
+                for _ in range(6)
+            ]
+
+        records = stream.list_stream_records(database, PROJECT, device_id(database))
+        assert [reply.code for reply in replies[:3]] == [Code.CHANGED] * 3
+        assert replies[3].code is Code.TOO_MANY_REQUESTS
+        assert replies[3].max_age == 4
+        assert records.total == 3
+        assert any("resource=stream" in r.getMessage() for r in caplog.records)

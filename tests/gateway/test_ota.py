@@ -22,11 +22,12 @@ from fastapi.testclient import TestClient
 from fleetgate.api.app import create_app
 from fleetgate.client import CBOR, JSON, DeviceClient
 from fleetgate.client import ota as device_ota
+from fleetgate.config import DeviceRateLimits
 from fleetgate.store import apikeys, devices, ota_artifacts, ota_releases, ota_reports
 from fleetgate.store.database import Database
 from fleetgate.store.projects import create_project
 
-from .conftest import PROJECT, FleetPki, GatewayThread, connect
+from .conftest import PROJECT, FleetPki, GatewayFactory, GatewayThread, connect
 
 TOKEN = b"\x07\x7a"
 
@@ -322,6 +323,24 @@ class TestReport:
         assert reply.code is Code.BAD_REQUEST
         assert message in reply.payload
         assert ota_reports.latest_reports(database, PROJECT, device_id(database)) == []
+
+    def test_flood_gets_too_many_requests(
+        self, start_gateway: GatewayFactory, pki: FleetPki, database: Database
+    ) -> None:
+        limits = DeviceRateLimits(report_rate=0.5, report_burst=2)
+        gateway = start_gateway(rate_limits=limits)
+        body = cbor2.dumps({"s": 1, "r": 0, "pkg": "main"})
+        with connect(gateway, pki.device("sensor-1")) as client:
+            replies = [
+                client.request("POST", ".u/c/main", body, content_format=CBOR)
+                for _ in range(4)
+            ]
+
+        history = ota_reports.report_history(database, PROJECT, device_id(database))
+        assert [reply.code for reply in replies[:2]] == [Code.CHANGED] * 2
+        assert replies[2].code is Code.TOO_MANY_REQUESTS
+        assert replies[2].max_age == 2
+        assert history.total == 2
 
     def test_invalid_package_in_path_is_rejected(self, device: DeviceClient) -> None:
         body = cbor2.dumps({"s": 0, "r": 0, "pkg": "a b"})

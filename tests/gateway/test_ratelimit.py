@@ -114,6 +114,13 @@ class TestDeviceRateLimiter:
         assert len(warnings) == 2
         assert "device=a dropped=2 " in warnings[1]
 
+    def test_retry_after_is_seconds_to_next_token(self, clock: FakeClock) -> None:
+        buckets = limiter(clock, burst=1, rate=0.25)
+        buckets.allow("dev-1")
+        clock.now += 1
+        assert buckets.retry_after("dev-1") == 3
+        assert buckets.retry_after("unseen") == 0
+
     def test_rejects_bad_settings(self) -> None:
         with pytest.raises(ValueError, match="rate must be positive"):
             DeviceRateLimiter("logs", rate=0, burst=1)

@@ -6,6 +6,7 @@ GET of ``.c`` with Accept CBOR and a CBOR report to ``.c/status``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import cbor2
@@ -17,12 +18,13 @@ from fastapi.testclient import TestClient
 
 from fleetgate.api.app import create_app
 from fleetgate.client import CBOR, DeviceClient
+from fleetgate.config import DeviceRateLimits
 from fleetgate.store import apikeys, device_logs, devices
 from fleetgate.store import settings as settings_store
 from fleetgate.store.database import Database
 from fleetgate.store.projects import create_project
 
-from .conftest import PROJECT, FleetPki, GatewayThread, connect
+from .conftest import PROJECT, FleetPki, GatewayFactory, GatewayThread, connect
 
 TOKEN = b"\x5e\x77"
 
@@ -188,6 +190,34 @@ class TestStatus:
         assert reply.code is Code.BAD_REQUEST
         assert b"version must be an integer" in reply.payload
         assert stored.total == 0
+
+    def test_flood_is_answered_and_shed(
+        self,
+        start_gateway: GatewayFactory,
+        pki: FleetPki,
+        database: Database,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        limits = DeviceRateLimits(status_rate=0.01, status_burst=4)
+        gateway = start_gateway(rate_limits=limits)
+        body = cbor2.dumps({"version": 7})
+        with (
+            connect(gateway, pki.device("sensor-1")) as client,
+            caplog.at_level(logging.DEBUG, "fleetgate"),
+        ):
+            codes = {
+                client.request("POST", ".c/status", body, content_format=CBOR).code
+                for _ in range(10)
+            }
+
+        stored = device_logs.list_log_entries(database, PROJECT, device_id(database))
+        status_lines = [
+            r for r in caplog.records if r.getMessage().startswith("settings status")
+        ]
+        assert codes == {Code.CHANGED}
+        assert stored.total == 4
+        assert all(r.levelno == logging.DEBUG for r in status_lines)
+        assert any("resource=.c/status" in r.getMessage() for r in caplog.records)
 
     def test_post_on_settings_not_allowed(self, device: DeviceClient) -> None:
         reply = device.request("POST", ".c", b"{}")

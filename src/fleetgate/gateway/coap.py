@@ -408,8 +408,9 @@ class DeviceLink:
             return await handler(request)
         except FleetgateError as exc:
             response = CoapResponse.diagnostic(_coap_code(exc.coap_code), exc.message)
-            if response.code is Code.SERVICE_UNAVAILABLE:
-                # RFC 7252, section 5.9.3.4: Max-Age is when to retry.
+            if response.code in (Code.SERVICE_UNAVAILABLE, Code.TOO_MANY_REQUESTS):
+                # RFC 7252, section 5.9.3.4, and RFC 8516: Max-Age is when
+                # to retry.
                 response = dataclasses.replace(response, max_age=_retry_after(exc))
             return response
         except Exception:

@@ -1,8 +1,9 @@
-"""Per-device token buckets, for traffic that is shed rather than refused.
+"""Per-device token buckets that bound how often a device writes.
 
 A device that floods a resource such as its log gets its requests
-dropped beyond a steady rate and a burst, while the caller still
-responds with success, because Golioth's firmware SDK reports a failed log
+turned away beyond a steady rate and a burst. Each service decides what
+the device is told: the log service still responds with success and
+drops the entry, because Golioth's firmware SDK reports a failed log
 post as a new warning, which it posts to the log again, so an error
 response would feed the flood. Each device has its own bucket, and the
 table of buckets is bounded: past ``max_devices`` the least recently
@@ -27,6 +28,8 @@ import logging
 import math
 import time
 from collections.abc import Callable
+
+from fleetgate.config import DeviceRateLimits
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,18 @@ class DeviceRateLimiter:
         self._report_timer: asyncio.TimerHandle | None = None
         self._report_loop: asyncio.AbstractEventLoop | None = None
 
+    @classmethod
+    def per_second(
+        cls, name: str, rate: float, burst: int, limits: DeviceRateLimits
+    ) -> DeviceRateLimiter:
+        """Return a limiter with the warning interval of ``limits``."""
+        return cls(
+            name,
+            rate=rate,
+            burst=burst,
+            warn_interval=limits.warn_interval.total_seconds(),
+        )
+
     def allow(self, device_id: str, *, project_id: str = "-") -> bool:
         """Take one token of ``device_id``'s bucket; False when it is empty."""
         now = self._clock()
@@ -90,6 +105,15 @@ class DeviceRateLimiter:
         elif bucket.dropped:
             self._schedule_report(bucket.warned + self.warn_interval - now)
         return allowed
+
+    def retry_after(self, device_id: str) -> int:
+        """Return the whole seconds until ``device_id``'s bucket has a token."""
+        bucket = self._buckets.get(device_id)
+        if bucket is None:
+            return 0
+        elapsed = self._clock() - bucket.updated
+        missing = 1.0 - min(self.burst, bucket.tokens + elapsed * self.rate)
+        return max(0, math.ceil(missing / self.rate))
 
     def report_due(self) -> None:
         """Log the counts of every device whose warning interval has passed."""

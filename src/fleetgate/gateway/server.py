@@ -97,12 +97,14 @@ class Gateway:
         self.verifier = ChainVerifier(self.trust)
         self.router = Router()
         self.router.add(".d", StateService(db).handle)
-        self.logs = LogService(db)
+        limits = settings.rate_limits
+        self.logs = LogService(db, limits=limits)
         self.router.add("logs", self.logs.handle)
-        self.router.add(".s", StreamService(db, logs=self.logs.handle).handle)
+        stream = StreamService(db, logs=self.logs.handle, limits=limits)
+        self.router.add(".s", stream.handle)
         self.router.add("v1", CsrService(db, mtu=settings.mtu).handle)
-        self.router.add(".c", SettingsService(db).handle)
-        self.router.add(".u", OtaService(db).handle)
+        self.router.add(".c", SettingsService(db, limits=limits).handle)
+        self.router.add(".u", OtaService(db, limits=limits).handle)
         # Keeps CA certificates of local and AWS providers in sync.
         self.provider_sync = ProviderSyncLoop(db)
         self.connection_log = ConnectionLog(db, settings.connection_log)

@@ -18,9 +18,9 @@ number from 0 to 4, and defaults to ``info``.
 A stored entry gets 2.04 Changed. The SDK treats anything but a
 2.xx as a failure and reports it by logging a warning, which it posts
 here again, so a flooding device is never answered with an error: past
-its rate limit (:class:`~fleetgate.gateway.ratelimit.DeviceRateLimiter`,
-20 entries per second with bursts of 50 by default) entries get
-2.04 and are dropped, and the drops are counted in a WARNING. A
+its rate limit (:class:`~fleetgate.config.DeviceRateLimits`, 20 entries
+per second with bursts of 50 by default) entries get 2.04 and are
+dropped, and the drops are counted in a WARNING. A
 malformed body gets 4.00, which the SDK never sends.
 """
 
@@ -32,6 +32,7 @@ from typing import Any
 
 from aiocoap.numbers.codes import Code
 
+from fleetgate.config import DEFAULT_RATE_LIMITS, DeviceRateLimits
 from fleetgate.errors import InvalidInput
 from fleetgate.gateway.ratelimit import DeviceRateLimiter
 from fleetgate.gateway.resources import (
@@ -48,8 +49,6 @@ log = logging.getLogger(__name__)
 PATHS = (("logs",), (".s", "logs"))
 # A log entry travels in one CoAP message or a few blocks of one.
 MAX_ENTRY_BYTES = 16 * 1024
-DEFAULT_RATE = 20.0
-DEFAULT_BURST = 50
 # The SDK's enum golioth_log_level, in order, so an index is its number.
 LEVELS = ("none", "error", "warn", "info", "debug")
 
@@ -61,11 +60,11 @@ class LogService:
         self,
         db: Database,
         *,
-        limiter: DeviceRateLimiter | None = None,
+        limits: DeviceRateLimits = DEFAULT_RATE_LIMITS,
     ) -> None:
         self._db = db
-        self.limiter = limiter or DeviceRateLimiter(
-            "logs", rate=DEFAULT_RATE, burst=DEFAULT_BURST
+        self.limiter = DeviceRateLimiter.per_second(
+            "logs", limits.log_rate, limits.log_burst, limits
         )
 
     async def handle(self, request: CoapRequest) -> CoapResponse:

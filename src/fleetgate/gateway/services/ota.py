@@ -18,7 +18,10 @@ What Golioth's firmware SDK (``src/ota.c``) sends and parses:
 - ``POST .u/c/<package>`` with a CBOR map ``s`` (state), ``r`` (reason),
   ``pkg``, and optionally ``v`` (current version) and ``t`` (target
   version) reports the state of one component. The report is stored and
-  the response is 2.04 Changed.
+  the response is 2.04 Changed. Beyond the device's rate limit
+  (:class:`~fleetgate.config.DeviceRateLimits`, 1 per second with
+  bursts of 20 by default) a report gets 4.29 with Max-Age and is not
+  stored, so the device sees that it failed.
 
 Artifacts are looked up in the device's own project only, so the URI of
 another project's artifact gets 4.04.
@@ -36,9 +39,11 @@ import cbor2
 from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
 
-from fleetgate.errors import InvalidInput, NotFound
+from fleetgate.config import DEFAULT_RATE_LIMITS, DeviceRateLimits
+from fleetgate.errors import InvalidInput, NotFound, RateLimited
 from fleetgate.gateway import reads
 from fleetgate.gateway.blockwise import MAX_BLOCK_BYTES, MAX_SZX
+from fleetgate.gateway.ratelimit import DeviceRateLimiter
 from fleetgate.gateway.resources import (
     CBOR,
     JSON,
@@ -74,8 +79,13 @@ _FAILURE_REASONS = frozenset(ComponentReason) - {
 class OtaService:
     """Serves manifests and artifact blocks, and stores component reports."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, *, limits: DeviceRateLimits = DEFAULT_RATE_LIMITS
+    ) -> None:
         self._db = db
+        self.limiter = DeviceRateLimiter.per_second(
+            ".u/c", limits.report_rate, limits.report_burst, limits
+        )
         self._chunks: collections.OrderedDict[tuple[str, int], bytes] = (
             collections.OrderedDict()
         )
@@ -230,6 +240,12 @@ class OtaService:
         report = decode_body(request.payload, request.content_format)
         fields = _report_fields(report, package)
         device = request.device
+        if not self.limiter.allow(device.device_id, project_id=device.project_id):
+            raise RateLimited(
+                f"cannot store report of {package!r}: over the limit of "
+                f"{self.limiter.rate:g} reports per second",
+                retry_after=self.limiter.retry_after(device.device_id),
+            )
         stored = await asyncio.to_thread(
             ota_reports.add_report,
             self._db,

@@ -13,6 +13,12 @@ with the device's overrides on top, and an observer is notified each
 time either changes in this process. A status report is logged and
 stored as a device log entry of module ``settings`` (level ``warn``
 when it lists errors), and the response is 2.04 Changed.
+
+Status reports beyond the device's rate limit
+(:class:`~fleetgate.config.DeviceRateLimits`, 1 per second with bursts
+of 20 by default) also get 2.04, because the SDK logs a failed report
+as a warning that it posts to the device log, but they are not stored,
+only counted in a WARNING.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import logging
 
 from aiocoap.numbers.codes import Code
 
+from fleetgate.config import DEFAULT_RATE_LIMITS, DeviceRateLimits
 from fleetgate.errors import InvalidInput
+from fleetgate.gateway.ratelimit import DeviceRateLimiter
 from fleetgate.gateway.resources import (
     CoapRequest,
     CoapResponse,
@@ -44,8 +52,13 @@ MAX_STATUS_BYTES = 4096
 class SettingsService:
     """Serves a device's settings and stores its status reports."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, *, limits: DeviceRateLimits = DEFAULT_RATE_LIMITS
+    ) -> None:
         self._db = db
+        self.limiter = DeviceRateLimiter.per_second(
+            ".c/status", limits.status_rate, limits.status_burst, limits
+        )
 
     async def handle(self, request: CoapRequest) -> CoapResponse:
         """Serve ``GET .c`` and ``POST .c/status``."""
@@ -105,13 +118,17 @@ class SettingsService:
                 f"not {version!r:.40}"
             )
         device = request.device
+        if not self.limiter.allow(device.device_id, project_id=device.project_id):
+            # NOTE: a dropped report is lost, so while a device floods,
+            # the newest stored report may be older than its last one.
+            return CoapResponse(Code.CHANGED)
         level = "warn" if errors else "info"
         if errors:
             message = f"settings version {version} applied with {len(errors)} errors"
         else:
             message = f"settings version {version} applied"
         log.log(
-            logging.WARNING if errors else logging.INFO,
+            logging.WARNING if errors else logging.DEBUG,
             "settings status project=%s device=%s version=%s errors=%d",
             device.project_id,
             device.device_id,

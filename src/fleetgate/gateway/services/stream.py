@@ -5,6 +5,12 @@ Golioth's firmware SDK (``src/stream.c``) posts stream values under the
 ones block-wise. Each post is stored as one record with the path below
 ``.s`` and the time of receipt, and answered 2.04 Changed. Posts to
 ``.s/logs`` are device logs, handed to the log service.
+
+A device posting faster than its rate limit
+(:class:`~fleetgate.config.DeviceRateLimits`, 5 values per second with
+bursts of 20 by default) gets 4.29 Too Many Requests with Max-Age, the
+seconds until it may post again, and the value is not stored. The SDK
+takes the 4.29 as a failed post, so the device knows the value is lost.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ import json
 
 from aiocoap.numbers.codes import Code
 
-from fleetgate.errors import InvalidInput
+from fleetgate.config import DEFAULT_RATE_LIMITS, DeviceRateLimits
+from fleetgate.errors import InvalidInput, RateLimited
+from fleetgate.gateway.ratelimit import DeviceRateLimiter
 from fleetgate.gateway.resources import (
     CoapRequest,
     CoapResponse,
@@ -33,9 +41,18 @@ MAX_RECORD_BYTES = 64 * 1024
 class StreamService:
     """Stores LightDB Stream records and passes ``.s/logs`` to the log service."""
 
-    def __init__(self, db: Database, *, logs: Handler) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        logs: Handler,
+        limits: DeviceRateLimits = DEFAULT_RATE_LIMITS,
+    ) -> None:
         self._db = db
         self._logs = logs
+        self.limiter = DeviceRateLimiter.per_second(
+            "stream", limits.stream_rate, limits.stream_burst, limits
+        )
 
     async def handle(self, request: CoapRequest) -> CoapResponse:
         """Store the posted value at ``.s/<path>`` with the time of receipt."""
@@ -69,6 +86,12 @@ class StreamService:
             ) from exc
 
         device = request.device
+        if not self.limiter.allow(device.device_id, project_id=device.project_id):
+            raise RateLimited(
+                f"cannot store stream record: over the limit of "
+                f"{self.limiter.rate:g} values per second",
+                retry_after=self.limiter.retry_after(device.device_id),
+            )
         await asyncio.to_thread(
             stream_store.add_stream_record,
             self._db,
