@@ -431,6 +431,85 @@ def test_upload_without_file_shows_error(acme_browser: TestClient) -> None:
     assert "Choose a PEM or DER certificate file." in response.text
 
 
+def upload_error(response: Response) -> str:
+    """Return the error shown next to the upload form's file field."""
+    error = re.search(
+        r'<p id="cert_file-error" class="field-error">([^<]*)', response.text
+    )
+    assert error is not None, response.text
+    return error[1]
+
+
+def test_upload_over_body_limit_shows_error_at_field(
+    acme_browser: TestClient, database: Database
+) -> None:
+    csrf = csrf_token(acme_browser, "/console/projects/acme/certificates")
+    response = acme_browser.post(
+        "/console/projects/acme/certificates",
+        data={"csrf_token": csrf, "cert_type": "auto"},
+        files={"cert_file": ("huge.pem", b"A" * 5_000_000, "text/plain")},
+    )
+
+    assert response.status_code == 413
+    assert response.headers["content-type"].startswith("text/html")
+    assert "&#39;huge.pem&#39; is larger than 1024 KiB" in upload_error(response)
+    assert "at most 64 KiB (65536 bytes)" in upload_error(response)
+    assert certificates.list_ca_certificates(database, "acme") == []
+
+
+def test_upload_over_file_limit_shows_error_at_field(
+    acme_browser: TestClient, database: Database
+) -> None:
+    csrf = csrf_token(acme_browser, "/console/projects/acme/certificates")
+    response = acme_browser.post(
+        "/console/projects/acme/certificates",
+        data={"csrf_token": csrf, "cert_type": "auto"},
+        files={"cert_file": ("big.pem", b"A" * 100_000, "text/plain")},
+    )
+
+    assert response.status_code == 413
+    assert "&#39;big.pem&#39; is 97 KiB (100000 bytes)" in upload_error(response)
+    assert "at most 64 KiB" in upload_error(response)
+    assert certificates.list_ca_certificates(database, "acme") == []
+
+
+def test_oversized_upload_without_session_changes_nothing(
+    browser: TestClient, database: Database
+) -> None:
+    response = browser.post(
+        "/console/projects/acme/certificates",
+        files={"cert_file": ("huge.pem", b"A" * 2_000_000, "text/plain")},
+    )
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("text/html")
+    assert certificates.list_ca_certificates(database, "acme") == []
+
+
+def test_oversized_form_renders_error_page(
+    acme_browser: TestClient, database: Database, device: devices.DeviceRecord
+) -> None:
+    path = f"/console/projects/acme/devices/{device.id}"
+    csrf = csrf_token(acme_browser, path)
+    response = acme_browser.post(
+        f"{path}/state",
+        data={"csrf_token": csrf, "document": '{"x": "' + "y" * 2_000_000 + '"}'},
+    )
+    assert response.status_code == 413
+    assert response.headers["content-type"].startswith("text/html")
+    assert "larger than 1048576 bytes" in response.text
+    assert state.get_state(database, device.id, (), project_id="acme") == {}
+
+
+def test_oversized_api_body_is_still_json(acme_browser: TestClient) -> None:
+    response = acme_browser.post(
+        "/v1/projects/acme/devices",
+        content=b"{" + b" " * 2_000_000 + b"}",
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+
+
 def test_duplicate_upload_shows_conflict(
     acme_browser: TestClient, database: Database
 ) -> None:

@@ -109,6 +109,15 @@ def test_console_walkthrough(
     )
     screenshot(page, "desktop-certificates-error")
 
+    # A file over the API's body limit gets the same page, not JSON.
+    huge = recipe / "huge.pem"
+    huge.write_bytes(b"A" * 5_000_000)
+    page.get_by_label("Certificate file").set_input_files(str(huge))
+    page.get_by_role("button", name="Upload").click()
+    expect(error).to_contain_text("'huge.pem' is larger than 1024 KiB")
+    expect(error).to_contain_text("at most 64 KiB")
+    screenshot(page, "desktop-certificates-too-large")
+
     # The recipe's root CA goes in.
     page.get_by_label("Certificate file").set_input_files(str(recipe / "root.pem"))
     page.get_by_role("button", name="Upload").click()

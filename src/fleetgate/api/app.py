@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from cryptography import x509
 from fastapi import FastAPI
 
-from fleetgate.api.console import install_console
+from fleetgate.api import console
 from fleetgate.api.context import (
     ApiContext,
     PskChanged,
@@ -141,7 +141,7 @@ def create_app(
         server_ca,
     ):
         app.include_router(module.router)
-    install_console(app)
+    console.install_console(app)
     install_docs(app)
     install_error_handlers(app)
     app.add_middleware(
@@ -149,5 +149,6 @@ def create_app(
         body_limits=[
             (artifacts.UPLOAD_PATH, artifacts.upload_body_limit(max_artifact_bytes))
         ],
+        page_paths=console.PATHS,
     )
     return app

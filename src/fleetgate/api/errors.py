@@ -16,11 +16,15 @@ Three layers produce these bodies:
   ``internal_error`` with a generic message and logs the traceback.
   It also rejects request bodies over :data:`MAX_BODY_BYTES`, or over
   the larger limit of a route that takes uploads, with 413
-  ``payload_too_large``.
+  ``payload_too_large``. On the web console's paths it hands such a
+  request to the app without its body instead, marked with
+  :data:`OVERSIZED_BODY_STATE`, so the console can show the error in
+  its page.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -42,6 +46,15 @@ log = logging.getLogger(__name__)
 # Bodies are a CA certificate in base64, a device or a state value, all
 # far below this.
 MAX_BODY_BYTES = 1024 * 1024
+# The request state key, in ``scope["state"]``, of an oversized body
+# handed to the app: an :class:`OversizedBody`.
+OVERSIZED_BODY_STATE = "fleetgate_oversized_body"
+# The start of an oversized body kept for the app, enough for the part
+# headers of a form's first fields (such as an upload's file name).
+OVERSIZED_BODY_HEAD_BYTES = 8 * 1024
+# An oversized body handed to the app is read to its end first, so the
+# browser gets the response instead of a reset connection, up to this.
+MAX_DRAINED_BYTES = 64 * 1024 * 1024
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -145,6 +158,15 @@ def describe_problem(error: Any) -> str:
     return f"{location}: {error.get('msg', 'invalid value')}"
 
 
+@dataclasses.dataclass(frozen=True)
+class OversizedBody:
+    """A body over its limit, handed to the app without its content."""
+
+    limit: int
+    # The first OVERSIZED_BODY_HEAD_BYTES bytes of the body.
+    head: bytes
+
+
 class GuardMiddleware:
     """Bounds request bodies, turns unexpected exceptions into JSON 500s,
     and logs each request at DEBUG.
@@ -159,11 +181,14 @@ class GuardMiddleware:
         *,
         max_body_bytes: int = MAX_BODY_BYTES,
         body_limits: Sequence[tuple[re.Pattern[str], int]] = (),
+        page_paths: re.Pattern[str] | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         # Paths, matched whole, whose bodies may reach another limit.
         self.body_limits = tuple(body_limits)
+        # Paths, matched whole, whose app answers an oversized body itself.
+        self.page_paths = page_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run one request through the app under the body limit and the guard."""
@@ -171,8 +196,16 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
 
-        limit = self._limit_for(str(scope.get("path", "")))
-        body = await self._read_body(receive, limit)
+        path = str(scope.get("path", ""))
+        limit = self._limit_for(path)
+        to_page = self.page_paths is not None and bool(self.page_paths.fullmatch(path))
+        head: list[bytes] = []
+        body = await self._read_body(receive, limit, head, drain=to_page)
+        if body is None and to_page:
+            oversized = OversizedBody(limit, b"".join(head))
+            state = {**scope.get("state", {}), OVERSIZED_BODY_STATE: oversized}
+            scope = {**scope, "state": state}
+            body = b""
         if body is None:
             await self._send_error(
                 send,
@@ -234,7 +267,13 @@ class GuardMiddleware:
                 return limit
         return self.max_body_bytes
 
-    async def _read_body(self, receive: Receive, limit: int) -> bytes | None:
+    async def _read_body(
+        self, receive: Receive, limit: int, head: list[bytes], *, drain: bool
+    ) -> bytes | None:
+        """Return the whole body, or None past ``limit`` with its start in ``head``.
+
+        With ``drain`` the rest of an oversized body is read and dropped.
+        """
         chunks: list[bytes] = []
         size = 0
         # Every message but the last carries at least one byte from a
@@ -246,11 +285,28 @@ class GuardMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
+                head.append(b"".join([*chunks, chunk])[:OVERSIZED_BODY_HEAD_BYTES])
+                if drain and message.get("more_body", False):
+                    await self._drain(receive)
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
         return None
+
+    @staticmethod
+    async def _drain(receive: Receive) -> None:
+        """Read and drop the rest of a body, up to MAX_DRAINED_BYTES."""
+        size = 0
+        for _ in range(MAX_DRAINED_BYTES + 1):
+            message = await receive()
+            size += len(message.get("body", b""))
+            if (
+                message["type"] != "http.request"
+                or not message.get("more_body", False)
+                or size > MAX_DRAINED_BYTES
+            ):
+                return
 
     @staticmethod
     async def _send_error(send: Send, status: int, code: str, message: str) -> None:

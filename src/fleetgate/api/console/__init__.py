@@ -8,6 +8,8 @@ files in this package, and nothing is loaded from another site.
 
 from __future__ import annotations
 
+import re
+
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
@@ -20,7 +22,11 @@ from fleetgate.api.console import (
 )
 from fleetgate.api.console.pages import STATIC_DIR
 
-__all__ = ["install_console"]
+__all__ = ["PATHS", "install_console"]
+
+# Every console path, for the API's middleware, which hands a console
+# form over its size limit to the console instead of responding with JSON.
+PATHS = re.compile(r"/console(/.*)?")
 
 
 def install_console(app: FastAPI) -> None:

@@ -2,7 +2,7 @@
 
 An upload runs :func:`fleetgate.store.certificates.add_ca_certificate`,
 the same checks as the API's upload, and shows each rejection next to
-the form field it concerns.
+the form field it concerns, a file over the size limit included.
 """
 
 from __future__ import annotations
@@ -11,9 +11,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
-from fleetgate.api.console.pages import ConsoleRoute, redirect, render
-from fleetgate.api.console.visitor import ProjectFormVisitorDep, ProjectVisitorDep
-from fleetgate.api.context import ContextDep
+from fleetgate.api.console.pages import (
+    ConsoleRoute,
+    redirect,
+    render,
+    shows_oversized_form,
+    upload_file_name,
+)
+from fleetgate.api.console.visitor import (
+    ProjectFormVisitorDep,
+    ProjectVisitorDep,
+    Visitor,
+    check_same_origin,
+    current_visitor,
+)
+from fleetgate.api.context import ApiContext, ContextDep, get_context
+from fleetgate.api.errors import OversizedBody
 from fleetgate.errors import Conflict, InvalidInput, Reason
 from fleetgate.store import certificates, projects
 
@@ -34,7 +47,37 @@ def certificate_list(
     return _page(request, context, visitor, project_id)
 
 
+def _file_too_large(filename: str, size: str) -> str:
+    named = f"The file {filename!r}" if filename else "The file"
+    return (
+        f"{named} is {size}, but a CA certificate file may be "
+        f"at most {certificates.MAX_FILE_BYTES // 1024} KiB "
+        f"({certificates.MAX_FILE_BYTES} bytes). Choose a file with one PEM "
+        "or DER certificate."
+    )
+
+
+def _oversized_upload(request: Request, oversized: OversizedBody) -> Response:
+    """Show the upload form with a size error, changing nothing."""
+    context = get_context(request)
+    visitor = current_visitor(request, context)
+    check_same_origin(request)
+    project_id = request.path_params["project_id"]
+    visitor.require_project(project_id)
+    filename = upload_file_name(oversized, "cert_file")
+    error = _file_too_large(filename, f"larger than {oversized.limit // 1024} KiB")
+    return _page(
+        request,
+        context,
+        visitor,
+        project_id,
+        {"cert_file": error},
+        status_code=413,
+    )
+
+
 @router.post("")
+@shows_oversized_form(_oversized_upload)
 def upload(
     project_id: str,
     request: Request,
@@ -54,10 +97,16 @@ def upload(
     if cert_file is None or not cert_file.filename:
         errors["cert_file"] = "Choose a PEM or DER certificate file."
     else:
-        # One byte over the limit is enough for the store to reject it.
+        # One byte over the limit is enough to tell that the file is too large.
         encoded = cert_file.file.read(certificates.MAX_FILE_BYTES + 1)
         if not encoded:
             errors["cert_file"] = f"The file {cert_file.filename!r} is empty."
+        elif len(encoded) > certificates.MAX_FILE_BYTES:
+            size = cert_file.size or len(encoded)
+            errors["cert_file"] = _file_too_large(
+                cert_file.filename, f"{size // 1024} KiB ({size} bytes)"
+            )
+            return _page(request, context, visitor, project_id, errors, status_code=413)
     if errors:
         return _page(request, context, visitor, project_id, errors, status_code=400)
 
@@ -96,8 +145,8 @@ def set_enabled(
 
 def _page(
     request: Request,
-    context: ContextDep,
-    visitor: ProjectVisitorDep,
+    context: ApiContext,
+    visitor: Visitor,
     project_id: str,
     errors: dict[str, str] | None = None,
     *,

@@ -8,16 +8,20 @@ that slipped through escaping still cannot run a script.
 :class:`ConsoleRoute` turns the errors of console routes into pages
 rather than the API's JSON bodies: a request without a session is sent
 to the sign-in page, and any other Fleetgate error becomes a page with
-the error's status and message.
+the error's status and message. A form whose body exceeds the API's
+size limit reaches the route without its body (see
+:class:`fleetgate.api.errors.GuardMiddleware`), and gets the page that
+:func:`shows_oversized_form` registered for the route, or an error page.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from fastapi import Request, Response
@@ -25,8 +29,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from fleetgate.api.console.visitor import CSRF_FIELD, SignInRequired, Visitor
+from fleetgate.api.errors import OVERSIZED_BODY_STATE, OversizedBody
 from fleetgate.errors import FleetgateError
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,11 @@ SECURITY_HEADERS = {
 }
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+# Renders a form's page for a body over the size limit, run in a thread.
+OversizedFormPage = Callable[[Request, OversizedBody], Response]
+_oversized_form_pages: dict[Callable[..., Any], OversizedFormPage] = {}
 
 
 def _days_until(moment: dt.datetime | None, now: dt.datetime) -> int | None:
@@ -95,6 +106,32 @@ def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303, headers=SECURITY_HEADERS)
 
 
+def shows_oversized_form(
+    page: OversizedFormPage,
+) -> Callable[[Endpoint], Endpoint]:
+    """Register ``page`` to render the decorated route's oversized forms.
+
+    ``page`` gets no form fields, so no CSRF token either: it must only
+    render, never change anything.
+    """
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        _oversized_form_pages[endpoint] = page
+        return endpoint
+
+    return register
+
+
+def upload_file_name(oversized: OversizedBody, field: str) -> str:
+    """Return the file name sent in a multipart form's ``field``, or "".
+
+    The name is read from the part headers in the body's first bytes.
+    """
+    pattern = rb'name="' + re.escape(field.encode()) + rb'"; filename="([^"\r\n]*)"'
+    found = re.search(pattern, oversized.head)
+    return found[1].decode(errors="replace") if found else ""
+
+
 class ConsoleRoute(APIRoute):
     """A route whose errors render as console pages."""
 
@@ -102,7 +139,10 @@ class ConsoleRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def guarded(request: Request) -> Response:
+            oversized = request.scope.get("state", {}).get(OVERSIZED_BODY_STATE)
             try:
+                if oversized is not None:
+                    return await self._oversized_form(request, oversized)
                 return await handler(request)
             except SignInRequired:
                 return _to_sign_in(request)
@@ -117,6 +157,19 @@ class ConsoleRoute(APIRoute):
                 return _error_page(request, exc.http_status, exc.message)
 
         return guarded
+
+    async def _oversized_form(
+        self, request: Request, oversized: OversizedBody
+    ) -> Response:
+        page = _oversized_form_pages.get(self.endpoint)
+        if page is None:
+            return _error_page(
+                request,
+                413,
+                f"cannot accept this form: it is larger than {oversized.limit} "
+                "bytes; send less data",
+            )
+        return await run_in_threadpool(page, request, oversized)
 
 
 def _to_sign_in(request: Request) -> Response:
