@@ -62,6 +62,15 @@ def csrf_token(client: TestClient, path: str) -> str:
     return match[1]
 
 
+def upload_error(response: Response) -> str:
+    """Return the error shown next to the upload form's file field."""
+    error = re.search(
+        r'<p id="cert_file-error" class="field-error">([^<]*)', response.text
+    )
+    assert error is not None, response.text
+    return error[1]
+
+
 @pytest.fixture
 def browser(app: FastAPI) -> Iterator[TestClient]:
     """A client with no session, which does not follow redirects."""
@@ -412,11 +421,8 @@ def test_upload_of_leaf_shows_error_at_file_field(
     )
 
     assert response.status_code == 400
-    error = re.search(
-        r'<p id="cert_file-error" class="field-error">([^<]*)', response.text
-    )
-    assert error is not None, response.text
-    assert "(not_a_ca)" in error[1]
+    assert "(not_a_ca)" in upload_error(response)
+    assert "The file &#39;leaf.pem&#39; was rejected" in upload_error(response)
     assert certificates.list_ca_certificates(database, "acme") == []
 
 
@@ -429,15 +435,6 @@ def test_upload_without_file_shows_error(acme_browser: TestClient) -> None:
     )
     assert response.status_code == 400
     assert "Choose a PEM or DER certificate file." in response.text
-
-
-def upload_error(response: Response) -> str:
-    """Return the error shown next to the upload form's file field."""
-    error = re.search(
-        r'<p id="cert_file-error" class="field-error">([^<]*)', response.text
-    )
-    assert error is not None, response.text
-    return error[1]
 
 
 def test_upload_over_body_limit_shows_error_at_field(
@@ -522,7 +519,8 @@ def test_duplicate_upload_shows_conflict(
         files={"cert_file": ("root.pem", root.pem, "text/plain")},
     )
     assert response.status_code == 400
-    assert "(ca_already_registered)" in response.text
+    assert "(ca_already_registered)" in upload_error(response)
+    assert "The file &#39;root.pem&#39; was rejected" in upload_error(response)
 
 
 def test_ca_toggle_disables_trust(

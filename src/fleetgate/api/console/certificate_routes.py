@@ -94,17 +94,18 @@ def upload(
             f"{cert_type!r} is not a type."
         )
     encoded = b""
-    if cert_file is None or not cert_file.filename:
+    filename = cert_file.filename if cert_file is not None else None
+    if cert_file is None or not filename:
         errors["cert_file"] = "Choose a PEM or DER certificate file."
     else:
         # One byte over the limit is enough to tell that the file is too large.
         encoded = cert_file.file.read(certificates.MAX_FILE_BYTES + 1)
         if not encoded:
-            errors["cert_file"] = f"The file {cert_file.filename!r} is empty."
+            errors["cert_file"] = f"The file {filename!r} is empty."
         elif len(encoded) > certificates.MAX_FILE_BYTES:
             size = cert_file.size or len(encoded)
             errors["cert_file"] = _file_too_large(
-                cert_file.filename, f"{size // 1024} KiB ({size} bytes)"
+                filename, f"{size // 1024} KiB ({size} bytes)"
             )
             return _page(request, context, visitor, project_id, errors, status_code=413)
     if errors:
@@ -120,7 +121,9 @@ def upload(
         )
     except (InvalidInput, Conflict) as exc:
         field = "cert_type" if exc.reason == Reason.INVALID_INPUT else "cert_file"
-        errors[field] = f"{exc.message} ({exc.reason})"
+        errors[field] = (
+            f"The file {filename!r} was rejected: {exc.message} ({exc.reason})"
+        )
         return _page(request, context, visitor, project_id, errors, status_code=400)
     context.trust_changed(project_id)
     return redirect(f"/console/projects/{project_id}/certificates?added=1")
