@@ -74,6 +74,12 @@ CSRS = Counter(
     ["result", "reason"],
     registry=REGISTRY,
 )
+COAP_REQUESTS_REFUSED = Counter(
+    "fleetgate_coap_requests_refused",
+    "Device requests answered with a 4.xx or 5.xx code, by code and reason code.",
+    ["code", "reason"],
+    registry=REGISTRY,
+)
 COAP_REQUEST_SECONDS = Histogram(
     "fleetgate_coap_request_duration_seconds",
     "Time to serve a device's CoAP request, by resource, method and code class.",

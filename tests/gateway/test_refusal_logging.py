@@ -1,4 +1,4 @@
-"""Handshakes turned away outside chain verification are logged with a reason."""
+"""Refused handshakes and device requests are logged with a reason."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import time
 import pytest
 from OpenSSL import SSL
 
-from .conftest import FleetPki, GatewayThread, connect
+from fleetgate import metrics
+from fleetgate.client import JSON
+from fleetgate.gateway.refusals import DEFAULT_LINES_PER_MINUTE
+
+from .conftest import PROJECT, FleetPki, GatewayThread, connect
 from .peers import PartialHandshake
 
 # Flights of a full DTLS 1.2 handshake plus the cookie round, with margin.
@@ -77,3 +81,56 @@ def test_empty_datagram_is_ignored(
 
         assert client.request("GET", ".d").code.dotted == "2.05"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def refused_count(code: str, reason: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "fleetgate_coap_requests_refused_total", {"code": code, "reason": reason}
+    )
+    return value or 0.0
+
+
+def test_refused_request_is_logged_and_counted(
+    gateway: GatewayThread, pki: FleetPki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fleetgate.gateway.refusals")
+    before = refused_count("4.00", "invalid_input")
+    with connect(gateway, pki.device("sensor-1")) as client:
+        reply = client.request("POST", "logs", b"[1]", content_format=JSON)
+
+    lines = [r.getMessage() for r in caplog.records]
+    assert reply.code.dotted == "4.00"
+    assert len(lines) == 1
+    assert f"project={PROJECT} " in lines[0]
+    assert "method=POST path='/logs' code=4.00 reason=invalid_input" in lines[0]
+    assert "must be a map" in lines[0]
+    assert refused_count("4.00", "invalid_input") == before + 1
+
+
+def test_refused_not_found_is_debug(
+    gateway: GatewayThread, pki: FleetPki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="fleetgate.gateway.refusals")
+    with connect(gateway, pki.device("sensor-1")) as client:
+        reply = client.request("GET", ".d/absent")
+
+    refusals = [r for r in caplog.records if "code=4.04" in r.getMessage()]
+    assert reply.code.dotted == "4.04"
+    assert len(refusals) == 1
+    assert refusals[0].levelno == logging.DEBUG
+
+
+def test_repeated_refusals_are_summarised(
+    gateway: GatewayThread, pki: FleetPki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fleetgate.gateway")
+    with connect(gateway, pki.device("sensor-1")) as client:
+        for _ in range(DEFAULT_LINES_PER_MINUTE + 5):
+            client.request("POST", "logs", b"[1]", content_format=JSON)
+
+    messages = [r.getMessage() for r in caplog.records]
+    logged = [m for m in messages if m.startswith("device request refused")]
+    summaries = [m for m in messages if m.startswith("refused requests not logged")]
+    assert len(logged) == DEFAULT_LINES_PER_MINUTE
+    assert len(summaries) == 1
+    assert "dropped=1 " in summaries[0]

@@ -40,6 +40,7 @@ from fleetgate.errors import DeviceRejected, FleetgateError, StoreUnavailable
 from fleetgate.gateway.blockwise import BlockwiseTransfers
 from fleetgate.gateway.dtls import DtlsSession
 from fleetgate.gateway.observe import ObserverRegistry
+from fleetgate.gateway.refusals import RefusalLog
 from fleetgate.gateway.resources import (
     CoapRequest,
     CoapResponse,
@@ -405,13 +406,14 @@ class DeviceLink:
             block2=message.opt.block2,
         )
         try:
-            return await handler(request)
+            response = await handler(request)
         except FleetgateError as exc:
             response = CoapResponse.diagnostic(_coap_code(exc.coap_code), exc.message)
             if response.code in (Code.SERVICE_UNAVAILABLE, Code.TOO_MANY_REQUESTS):
                 # RFC 7252, section 5.9.3.4, and RFC 8516: Max-Age is when
                 # to retry.
                 response = dataclasses.replace(response, max_age=_retry_after(exc))
+            self.endpoint.refusals.record(request, response, exc.reason)
             return response
         except Exception:
             log.exception(
@@ -423,6 +425,9 @@ class DeviceLink:
             return CoapResponse.diagnostic(
                 Code.INTERNAL_SERVER_ERROR, "internal error, see the server log"
             )
+        if response.code.class_ >= 4:
+            self.endpoint.refusals.record(request, response)
+        return response
 
     def _is_duplicate(self, message: Message) -> bool:
         now = time.monotonic()
@@ -477,6 +482,7 @@ class CoapEndpoint:
         # Hears of associations, authenticated traffic and session ends.
         self.tracker = tracker
         self.observers = ObserverRegistry()
+        self.refusals = RefusalLog()
         self._links: dict[int, DeviceLink] = {}
         self._mid = int.from_bytes(os.urandom(2), "big")
 

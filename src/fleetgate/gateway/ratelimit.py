@@ -56,6 +56,7 @@ class DeviceRateLimiter:
         burst: int,
         warn_interval: float = 60.0,
         max_devices: int = 10_000,
+        summary: str = "requests over the rate limit",
         clock: Clock = time.monotonic,
     ) -> None:
         if rate <= 0 or burst < 1:
@@ -67,6 +68,8 @@ class DeviceRateLimiter:
         self.burst = burst
         self.warn_interval = warn_interval
         self.max_devices = max_devices
+        # The start of the WARNING that counts requests over the limit.
+        self.summary = summary
         self._clock = clock
         self._buckets: collections.OrderedDict[str, _Bucket] = collections.OrderedDict()
         # One timer per limiter reports the counts of devices gone quiet.
@@ -133,8 +136,8 @@ class DeviceRateLimiter:
 
     def _report(self, device_id: str, bucket: _Bucket, now: float) -> None:
         log.warning(
-            "requests over the rate limit resource=%s project=%s "
-            "device=%s dropped=%d rate=%g burst=%d",
+            "%s resource=%s project=%s device=%s dropped=%d rate=%g burst=%d",
+            self.summary,
             self.name,
             bucket.project_id,
             device_id,

@@ -1,0 +1,73 @@
+"""Logging and counting of device requests that get an error response.
+
+Every request that gets a 4.xx or 5.xx response is counted in
+``fleetgate_coap_requests_refused`` by code and reason, and logged with
+the project, device, method, path, code, reason and the diagnostic sent
+to the device. A 4.04 is logged at DEBUG, because devices routinely
+read state or settings that were never written. Other codes are logged
+at INFO.
+
+The log lines are rate-limited per device, because a device that
+repeats a bad request in a loop would otherwise fill the log: beyond
+``per_minute`` lines, refusals are only counted, and one WARNING per
+device and minute reports how many were not logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from aiocoap.numbers.codes import Code
+
+from fleetgate import metrics
+from fleetgate.gateway.ratelimit import DeviceRateLimiter
+from fleetgate.gateway.resources import CoapRequest, CoapResponse
+
+log = logging.getLogger(__name__)
+
+# The reason label of an error response that a resource built itself,
+# rather than from a FleetgateError with a reason code.
+NO_REASON = "none"
+DEFAULT_LINES_PER_MINUTE = 10
+
+
+class RefusalLog:
+    """Logs and counts the device requests that get an error response."""
+
+    def __init__(
+        self,
+        *,
+        per_minute: int = DEFAULT_LINES_PER_MINUTE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lines = DeviceRateLimiter(
+            "refused requests",
+            rate=per_minute / 60.0,
+            burst=per_minute,
+            summary="refused requests not logged",
+            clock=clock,
+        )
+
+    def record(
+        self, request: CoapRequest, response: CoapResponse, reason: str = NO_REASON
+    ) -> None:
+        """Count ``response``, an error, and log it unless over the device's limit."""
+        code = response.code
+        metrics.COAP_REQUESTS_REFUSED.labels(code=code.dotted, reason=reason).inc()
+        device = request.device
+        if not self._lines.allow(device.device_id, project_id=device.project_id):
+            return
+        log.log(
+            logging.DEBUG if code is Code.NOT_FOUND else logging.INFO,
+            "device request refused project=%s device=%s method=%s path=%r "
+            "code=%s reason=%s message=%r",
+            device.project_id,
+            device.device_id,
+            request.method.name,
+            "/" + "/".join(request.path),
+            code.dotted,
+            reason,
+            response.payload.decode("utf-8", "replace")[:200],
+        )
