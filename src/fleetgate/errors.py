@@ -128,6 +128,14 @@ class Reason(enum.StrEnum):
     # Firmware updates.
     ARTIFACT_IN_USE = "artifact_in_use"
 
+    # Why the server closed an established session, besides idle and stop.
+    QUARANTINED = "quarantined"
+    DEVICE_DELETED = "device_deleted"
+    CA_DISABLED = "ca_disabled"
+    CA_DELETED = "ca_deleted"
+    # A new handshake from the same address took the session's place.
+    SESSION_REPLACED = "session_replaced"
+
 
 class FleetgateError(Exception):
     """Base of every error Fleetgate raises on purpose."""

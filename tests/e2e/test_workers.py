@@ -26,6 +26,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 
 from fleetgate.client import CBOR, JSON, DeviceClient
+from fleetgate.client.errors import SessionClosed
 
 from . import conftest as e2e_conftest
 from .conftest import (
@@ -317,3 +318,34 @@ def test_sigterm_stops_every_worker(fleet: tuple[Path, list[DeviceFiles]]) -> No
 def _is_zombie(pid: int) -> bool:
     stat = Path(f"/proc/{pid}/stat").read_text()
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_api_disable_closes_sessions_on_every_worker(
+    server: RunningServer, device: DeviceFiles
+) -> None:
+    assert server.api_url is not None and server.admin_key is not None
+    sensor_id = device_id(server, "sensor-1")
+    url = f"{server.api_url}/v1/projects/{PROJECT}/devices/{sensor_id}"
+    headers = {"x-api-key": server.admin_key}
+    clients = clients_on_both_workers(server, device)
+    token = b"\x0d\x01"
+    alerts: list[str | None] = []
+    try:
+        for client in clients:
+            assert observe(client, (".d", "sensor"), token).code is Code.CONTENT
+        disabled = httpx.patch(
+            url, json={"enabled": False}, headers=headers, timeout=10
+        )
+        assert disabled.status_code == 200, disabled.text
+        # Well within the 5 s recheck, so only the API's close can do it.
+        for client in clients:
+            try:
+                client.channel.receive(2.0)
+                alerts.append(None)
+            except SessionClosed as closed:
+                alerts.append(closed.alert)
+    finally:
+        for client in clients:
+            client.close()
+        httpx.patch(url, json={"enabled": True}, headers=headers, timeout=10)
+    assert alerts == ["close_notify", "close_notify"]

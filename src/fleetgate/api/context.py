@@ -14,6 +14,7 @@ from fleetgate.store.database import Database
 from fleetgate.store.sealing import KeyEncryptionKey
 
 if TYPE_CHECKING:
+    from fleetgate.errors import Reason
     from fleetgate.gateway.services.rpc import RpcResult
 
 TrustChanged = Callable[[str], None]
@@ -21,8 +22,9 @@ TrustChanged = Callable[[str], None]
 PskChanged = Callable[[str], None]
 # Project ID, device ID, method, params and timeout in seconds.
 RpcCaller = Callable[[str, str, str, list[Any], float], Awaitable["RpcResult"]]
-# Project ID and device IDs; returns how many sessions were closed.
-SessionCloser = Callable[[str, Collection[str]], Awaitable[int]]
+# Project ID, device IDs and the reason to log; returns how many sessions
+# were closed.
+SessionCloser = Callable[[str, Collection[str], "Reason"], Awaitable[int]]
 
 
 def _ignore_trust_change(_project_id: str) -> None:

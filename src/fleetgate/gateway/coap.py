@@ -94,8 +94,13 @@ Associator = Callable[[object], Awaitable[ConnectedDevice]]
 # Raises DeviceRejected when the device or its anchor CA was disabled.
 Revalidator = Callable[[object, ConnectedDevice], Awaitable[None]]
 # How often an established session rechecks that its device and anchor CA
-# are still enabled, at the next request after this many seconds.
+# are still enabled: at its next request or notification after this many
+# seconds, and for a session with observations also without either.
 REVALIDATE_SECONDS = 5.0
+# How many times per REVALIDATE_SECONDS the endpoint looks for observing
+# sessions whose recheck is due, so one ends at most about 1.2 intervals
+# after its device or CA was disabled.
+RECHECK_SWEEPS_PER_INTERVAL = 5
 
 
 class DeviceLink:
@@ -117,6 +122,10 @@ class DeviceLink:
         self._refusal: CoapResponse | None = None
         self._closing: asyncio.TimerHandle | None = None
         self._checked_at = 0.0
+        # The running recheck of the device's standing, and the refusal
+        # that a recheck found, which ends the session for good.
+        self._recheck: asyncio.Task[None] | None = None
+        self._revoked: DeviceRejected | None = None
         # Runs the association, then serves requests while any are
         # pending. An idle link has no task: with a task and a queue each,
         # idle sessions took about 5 KiB more (bench/memory.py).
@@ -248,11 +257,9 @@ class DeviceLink:
     async def _serve(self, message: Message) -> bool:
         """Serve one request; False when the session ended instead."""
         assert self.device is not None
-        now = asyncio.get_running_loop().time()
-        if now - self._checked_at >= REVALIDATE_SECONDS:
-            self._checked_at = now
-            if not await self._still_allowed(self.session.peer_identity, message):
-                return False
+        if not await self.still_allowed():
+            self.end_revoked(message)
+            return False
         whole = self.transfers.reassemble(message)
         if isinstance(whole, CoapResponse):
             self._respond(message, whole)  # 2.31 Continue or an error
@@ -265,15 +272,54 @@ class DeviceLink:
         self._measure(whole, response, time.perf_counter() - started_at)
         return True
 
-    async def _still_allowed(self, identity: object, message: Message) -> bool:
-        """Check that the device and its anchor CA are still enabled.
+    async def still_allowed(self) -> bool:
+        """Tell whether the device may still get data, rechecking when due.
 
         An operator who disables a device or a CA expects its open
-        sessions to stop, not only its next handshake.
+        sessions to stop, not only its next handshake. The recheck runs
+        at most every REVALIDATE_SECONDS, and callers that arrive while
+        one runs wait for its verdict. A refusal is final.
         """
+        if self.device is None:
+            return False
+        if self._revoked is None:
+            check = self._recheck
+            if check is None:
+                loop = asyncio.get_running_loop()
+                if loop.time() - self._checked_at < REVALIDATE_SECONDS:
+                    return True
+                self._checked_at = loop.time()
+                check = self._recheck = loop.create_task(
+                    self._recheck_standing(), name="fleetgate-recheck"
+                )
+            await asyncio.shield(check)
+        return self._revoked is None
+
+    def end_revoked(self, message: Message | None = None) -> None:
+        """Close the session of a device that a recheck refused.
+
+        ``message``, the request being served, gets a 4.03 that names why.
+        """
+        revoked = self._revoked
+        if revoked is None:
+            return
+        if message is not None:
+            self._respond(
+                message, CoapResponse.diagnostic(Code.FORBIDDEN, revoked.message)
+            )
+        if self.endpoint.tracker is not None:
+            self.endpoint.tracker.closing(self.session, revoked.reason)
+        self.session.close(notify=True)
+
+    async def recheck_observer(self) -> None:
+        """Recheck a session that may only observe, ending it when refused."""
+        if not await self.still_allowed():
+            self.end_revoked()
+
+    async def _recheck_standing(self) -> None:
         assert self.device is not None
         try:
-            await self.endpoint.revalidate(identity, self.device)
+            await self.endpoint.revalidate(self.session.peer_identity, self.device)
         except DeviceRejected as exc:
             log.warning(
                 "session ended peer=%s:%s %s",
@@ -281,11 +327,7 @@ class DeviceLink:
                 self.session.address[1],
                 exc.log_fields(),
             )
-            self._respond(message, CoapResponse.diagnostic(Code.FORBIDDEN, exc.message))
-            if self.endpoint.tracker is not None:
-                self.endpoint.tracker.closing(self.session, exc.reason)
-            self.session.close(notify=True)
-            return False
+            self._revoked = exc
         except FleetgateError as exc:
             # The store is unreachable: keep serving on the last verdict
             # rather than cutting every device off during an outage.
@@ -300,7 +342,10 @@ class DeviceLink:
                 exc.reason,
                 exc,
             )
-        return True
+        except Exception:
+            log.exception("cannot recheck device peer=%s:%s", *self.session.address)
+        finally:
+            self._recheck = None
 
     def _refuse(self, response: CoapResponse) -> None:
         """Respond to every request with ``response`` for a short while, then close.
@@ -485,6 +530,8 @@ class CoapEndpoint:
         self.refusals = RefusalLog()
         self._links: dict[int, DeviceLink] = {}
         self._mid = int.from_bytes(os.urandom(2), "big")
+        # Runs while any session is open; see _recheck_observers.
+        self._rechecker: asyncio.Task[None] | None = None
 
     def next_mid(self) -> int:
         """Return the next message ID for a message the server originates."""
@@ -496,6 +543,10 @@ class CoapEndpoint:
         link = DeviceLink(self, session)
         session.application_state = link
         self._links[id(session)] = link
+        if self._rechecker is None:
+            self._rechecker = asyncio.get_running_loop().create_task(
+                self._recheck_observers(), name="fleetgate-recheck-observers"
+            )
 
     def datagram_received(self, session: DtlsSession, payload: bytes) -> None:
         """Pass one decrypted CoAP message to the session's link."""
@@ -511,8 +562,25 @@ class CoapEndpoint:
         if link is not None:
             self.observers.forget(link)
             link.close()
+        if not self._links and self._rechecker is not None:
+            self._rechecker.cancel()
+            self._rechecker = None
         if self.tracker is not None:
             self.tracker.session_closed(session)
+
+    async def _recheck_observers(self) -> None:
+        """Recheck the standing of sessions that observe, when due.
+
+        Such a session may send no request for a long time, yet gets
+        notifications, so its recheck cannot wait for a request.
+        """
+        while self._links:
+            await asyncio.sleep(REVALIDATE_SECONDS / RECHECK_SWEEPS_PER_INTERVAL)
+            links = self.observers.observing_links()
+            try:
+                await asyncio.gather(*(link.recheck_observer() for link in links))
+            except Exception:
+                log.exception("cannot recheck observing sessions")
 
     @property
     def link_count(self) -> int:

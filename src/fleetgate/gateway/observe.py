@@ -209,6 +209,12 @@ class ObserverRegistry:
             return
         loop.call_soon_threadsafe(self._resource_changed, prefix, project_id, device_id)
 
+    def observing_links(self) -> list[DeviceLink]:
+        """Return the sessions that have at least one active observation."""
+        return [
+            next(iter(table.values())).link for table in self._by_link.values() if table
+        ]
+
     def forget(self, link: DeviceLink) -> None:
         """Drop every observation of a closed session."""
         table = self._by_link.pop(id(link), {})
@@ -325,6 +331,12 @@ class ObserverRegistry:
 
     async def _deliver(self, observation: Observation, response: CoapResponse) -> None:
         link = observation.link
+        # A device disabled since its last recheck gets nothing more.
+        if not await link.still_allowed():
+            link.end_revoked()
+            return
+        if not observation.active:
+            return
         loop = asyncio.get_running_loop()
         final = not response.code.is_successful()
         confirmable = loop.time() - observation.last_confirmable >= self.con_interval

@@ -210,13 +210,13 @@ class Gateway:
         log.info("device gateway stopped")
 
     async def close_device_sessions(
-        self, project_id: str, device_ids: Collection[str]
+        self, project_id: str, device_ids: Collection[str], reason: Reason
     ) -> int:
         """Close the sessions of these devices with close_notify; from any loop.
 
-        Returns how many sessions were closed. Sessions that other
-        processes serve end at their next request after the recheck
-        interval, when they find the device disabled.
+        Returns how many sessions were closed; the connection log gives
+        ``reason`` for each. Sessions that other processes serve end
+        within the recheck interval, when they find the device disabled.
         """
         listener = self.listener
         if listener is None or not device_ids:
@@ -230,10 +230,12 @@ class Gateway:
                 if _serves(session, project_id, wanted)
             ]
             for session in closing:
+                self.tracker.closing(session, reason)
                 session.close(notify=True)
             log.info(
-                "device sessions closed project=%s devices=%d sessions=%d",
+                "device sessions closed project=%s reason=%s devices=%d sessions=%d",
                 project_id,
+                reason,
                 len(wanted),
                 len(closing),
             )

@@ -32,7 +32,7 @@ from typing import Any
 from OpenSSL import SSL
 
 from fleetgate.config import GatewaySettings
-from fleetgate.errors import Conflict, FleetgateError, InvalidInput
+from fleetgate.errors import Conflict, FleetgateError, InvalidInput, Reason
 from fleetgate.gateway.channel import (
     LOCAL,
     MAX_MESSAGE_BYTES,
@@ -126,8 +126,10 @@ class WorkerRuntime:
         elif kind == "rpc":
             self._answer_later(message[1], self._call(*message[2:]))
         elif kind == "close_sessions":
-            _, request_id, project_id, device_ids = message
-            self._answer_later(request_id, self._close_sessions(project_id, device_ids))
+            _, request_id, project_id, device_ids, reason = message
+            self._answer_later(
+                request_id, self._close_sessions(project_id, device_ids, Reason(reason))
+            )
         else:
             log.error("cannot apply channel message of unknown kind %r", kind)
 
@@ -164,11 +166,13 @@ class WorkerRuntime:
         )
         return result.id, result.status_code, result.detail
 
-    async def _close_sessions(self, project_id: str, device_ids: list[str]) -> int:
+    async def _close_sessions(
+        self, project_id: str, device_ids: list[str], reason: Reason
+    ) -> int:
         close = getattr(self.gateway, "close_device_sessions", None)
         if close is None:
             return 0
-        closed: int = await close(project_id, device_ids)
+        closed: int = await close(project_id, device_ids, reason)
         return closed
 
 

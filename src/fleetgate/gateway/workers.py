@@ -62,6 +62,7 @@ from fleetgate.errors import (
     Conflict,
     FleetgateError,
     InvalidInput,
+    Reason,
     StartupFailed,
 )
 from fleetgate.gateway.channel import (
@@ -280,13 +281,13 @@ class WorkerPool:
         raise _rpc_error(device_id, answers)
 
     async def close_device_sessions(
-        self, project_id: str, device_ids: Collection[str]
+        self, project_id: str, device_ids: Collection[str], reason: Reason
     ) -> int:
         """Close these devices' sessions in every worker; return how many closed."""
         if not device_ids:
             return 0
         request_id, waiting = self._send_to_all(
-            ("close_sessions", project_id, sorted(device_ids))
+            ("close_sessions", project_id, sorted(device_ids), str(reason))
         )
         try:
             done = await asyncio.wait(waiting, timeout=RPC_GRACE_SECONDS)

@@ -175,6 +175,19 @@ def get_quarantine(
         return _record(row, _member_ids(session, row.id))
 
 
+def anchored_device_ids(db: Database, project_id: str, fingerprint: str) -> list[str]:
+    """Return the IDs of the devices whose recorded chain contains a CA certificate.
+
+    These are the devices that a disabled or removed CA certificate
+    stops serving, because every registered CA certificate is an anchor.
+    """
+    with db.session(read_only=True) as session:
+        return [
+            device.id
+            for device in _chain_devices(session, project_id, {fingerprint}, lock=False)
+        ]
+
+
 def forget_device(session: Session, device_id: str) -> None:
     """Take a device out of the care of every active quarantine.
 
@@ -211,18 +224,25 @@ def _batch_devices(session: Session, project_id: str, batch: str) -> list[Device
 
 
 def _ca_devices(session: Session, project_id: str, fingerprint: str) -> list[Device]:
+    return _chain_devices(session, project_id, {fingerprint}, lock=True)
+
+
+def _chain_devices(
+    session: Session, project_id: str, fingerprints: set[str], *, lock: bool
+) -> list[Device]:
+    """Return the devices whose recorded chain contains any of ``fingerprints``."""
     # NOTE: the chain is a JSON column, so the match runs in Python over
     # the project's devices that have one. A fleet of millions would need
     # an indexed table of (device, CA fingerprint) instead.
-    candidates = session.scalars(
-        select(Device)
-        .where(Device.project_id == project_id, Device.ca_chain.is_not(None))
-        .with_for_update()
+    query = select(Device).where(
+        Device.project_id == project_id, Device.ca_chain.is_not(None)
     )
+    if lock:
+        query = query.with_for_update()
     return [
         device
-        for device in candidates
-        if any(ca.get("fingerprint") == fingerprint for ca in device.ca_chain or [])
+        for device in session.scalars(query)
+        if any(ca.get("fingerprint") in fingerprints for ca in device.ca_chain or [])
     ]
 
 

@@ -14,13 +14,14 @@ cache at once, so the next handshake uses it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 
 from fastapi import APIRouter
 
 from fleetgate.api.auth import ScopeDep
-from fleetgate.api.context import ContextDep
+from fleetgate.api.context import ApiContext, ContextDep
 from fleetgate.api.paging import DEFAULT_PER_PAGE, PageQuery, PerPageQuery, page_of
 from fleetgate.api.schemas import (
     Certificate,
@@ -33,7 +34,7 @@ from fleetgate.api.schemas import (
     RevocationListUpload,
 )
 from fleetgate.errors import InvalidInput, NotFound, Reason
-from fleetgate.store import certificates, revocation
+from fleetgate.store import certificates, quarantines, revocation
 
 router = APIRouter(
     prefix="/v1/projects/{project_id}/certificates", tags=["certificates"]
@@ -87,14 +88,18 @@ def get_certificate(
 
 
 @router.patch("/{certificate_id}", summary="Enable or disable a CA certificate")
-def update_certificate(
+async def update_certificate(
     certificate_id: str,
     body: CertificateUpdate,
     context: ContextDep,
     scope: ScopeDep,
 ) -> One[Certificate]:
-    """Start or stop trusting a CA certificate without removing it."""
-    record = certificates.set_ca_certificate_enabled(
+    """Start or stop trusting a CA certificate without removing it.
+
+    Disabling it closes the open sessions of the devices anchored at it.
+    """
+    record = await asyncio.to_thread(
+        certificates.set_ca_certificate_enabled,
         context.db,
         scope.project_id,
         certificate_id,
@@ -102,19 +107,48 @@ def update_certificate(
         actor=scope.caller.actor,
     )
     context.trust_changed(scope.project_id)
+    if not body.enabled:
+        await _close_anchored_sessions(
+            context, scope.project_id, record, Reason.CA_DISABLED
+        )
     return One[Certificate](data=Certificate.of(record))
 
 
 @router.delete("/{certificate_id}", summary="Remove a CA certificate")
-def delete_certificate(
+async def delete_certificate(
     certificate_id: str, context: ContextDep, scope: ScopeDep
 ) -> Empty:
-    """Remove a CA certificate; chains that need it fail from now on."""
-    certificates.delete_ca_certificate(
-        context.db, scope.project_id, certificate_id, actor=scope.caller.actor
+    """Remove a CA certificate; chains that need it fail from now on.
+
+    The open sessions of the devices anchored at it close at once.
+    """
+    record = await asyncio.to_thread(
+        certificates.get_ca_certificate, context.db, scope.project_id, certificate_id
+    )
+    await asyncio.to_thread(
+        certificates.delete_ca_certificate,
+        context.db,
+        scope.project_id,
+        certificate_id,
+        actor=scope.caller.actor,
     )
     context.trust_changed(scope.project_id)
+    await _close_anchored_sessions(context, scope.project_id, record, Reason.CA_DELETED)
     return Empty()
+
+
+async def _close_anchored_sessions(
+    context: ApiContext,
+    project_id: str,
+    record: certificates.CaCertificateRecord,
+    reason: Reason,
+) -> None:
+    if context.close_sessions is None:
+        return
+    device_ids = await asyncio.to_thread(
+        quarantines.anchored_device_ids, context.db, project_id, record.fingerprint
+    )
+    await context.close_sessions(project_id, device_ids, reason)
 
 
 @router.put("/{certificate_id}/crl", summary="Load a CRL for a CA certificate")

@@ -8,6 +8,7 @@ never changed: a different value is 409 ``certificate_id_immutable``.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -23,6 +24,7 @@ from fleetgate.api.schemas import (
     One,
     Page,
 )
+from fleetgate.errors import Reason
 from fleetgate.store import devices
 
 router = APIRouter(prefix="/v1/projects/{project_id}/devices", tags=["devices"])
@@ -89,11 +91,15 @@ def get_device(device_id: str, context: ContextDep, scope: ScopeDep) -> One[Devi
 
 
 @router.patch("/{device_id}", summary="Change a device")
-def update_device(
+async def update_device(
     device_id: str, body: DeviceUpdate, context: ContextDep, scope: ScopeDep
 ) -> One[Device]:
-    """Change the fields given in the body and keep the others."""
-    record = devices.update_device(
+    """Change the fields given in the body and keep the others.
+
+    Disabling a device closes its open sessions at once.
+    """
+    record = await asyncio.to_thread(
+        devices.update_device,
         context.db,
         scope.project_id,
         device_id,
@@ -109,13 +115,28 @@ def update_device(
         remove_tags=body.remove_tag_id,
         actor=scope.caller.actor,
     )
+    if body.enabled is False and context.close_sessions is not None:
+        await context.close_sessions(
+            scope.project_id, [record.id], Reason.DEVICE_DISABLED
+        )
     return One[Device](data=Device.of(record))
 
 
 @router.delete("/{device_id}", summary="Delete a device and its state")
-def delete_device(device_id: str, context: ContextDep, scope: ScopeDep) -> Empty:
-    """Delete a device; its certificate creates a new record if it connects again."""
-    devices.delete_device(
-        context.db, scope.project_id, device_id, actor=scope.caller.actor
+async def delete_device(device_id: str, context: ContextDep, scope: ScopeDep) -> Empty:
+    """Delete a device and close its open sessions.
+
+    Its certificate creates a new record if it connects again.
+    """
+    await asyncio.to_thread(
+        devices.delete_device,
+        context.db,
+        scope.project_id,
+        device_id,
+        actor=scope.caller.actor,
     )
+    if context.close_sessions is not None:
+        await context.close_sessions(
+            scope.project_id, [device_id], Reason.DEVICE_DELETED
+        )
     return Empty()

@@ -4,7 +4,7 @@
 every matching device and, when the device gateway runs in this process,
 closes their open DTLS sessions with close_notify at once; the response
 counts them in ``sessionsClosed``. Sessions served by other processes end
-at their next request after the recheck interval. ``POST
+within the recheck interval. ``POST
 .../{id}/release`` re-enables exactly the devices the quarantine
 disabled. Both are audited.
 """
@@ -20,6 +20,7 @@ from pydantic import Field
 from fleetgate.api.auth import ScopeDep
 from fleetgate.api.context import ContextDep
 from fleetgate.api.schemas import ApiModel, One, Page
+from fleetgate.errors import Reason
 from fleetgate.store import quarantines
 
 router = APIRouter(prefix="/v1/projects/{project_id}/quarantines", tags=["quarantines"])
@@ -74,7 +75,9 @@ async def start(
     )
     closed = None
     if context.close_sessions is not None:
-        closed = await context.close_sessions(scope.project_id, record.device_ids)
+        closed = await context.close_sessions(
+            scope.project_id, record.device_ids, Reason.QUARANTINED
+        )
     return One(data=Quarantine.of(record, closed))
 
 
