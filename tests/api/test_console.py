@@ -310,7 +310,7 @@ def test_csrf_header_is_accepted(
     csrf = csrf_token(acme_browser, "/console/projects/acme")
     response = acme_browser.post(
         f"/console/projects/acme/devices/{device.id}/enabled",
-        data={"enabled": "false"},
+        data={"enabled": "false", "confirmed": "true"},
         headers={"x-csrf-token": csrf, "origin": BASE_URL},
     )
     assert response.status_code == 303
@@ -530,11 +530,63 @@ def test_ca_toggle_disables_trust(
     csrf = csrf_token(acme_browser, "/console/projects/acme/certificates")
     response = acme_browser.post(
         f"/console/projects/acme/certificates/{ca.id}/enabled",
-        data={"csrf_token": csrf, "enabled": "false"},
+        data={"csrf_token": csrf, "enabled": "false", "confirmed": "true"},
     )
     assert response.status_code == 303
     assert not certificates.get_ca_certificate(database, "acme", ca.id).enabled
     assert trust_changes == ["acme"]
+
+
+def test_ca_disable_asks_first(
+    acme_browser: TestClient, database: Database, trust_changes: list[str]
+) -> None:
+    ca = certificates.add_ca_certificate(database, "acme", make_root("Asked").pem)
+    csrf = csrf_token(acme_browser, "/console/projects/acme/certificates")
+    action = f"/console/projects/acme/certificates/{ca.id}/enabled"
+
+    response = acme_browser.post(action, data={"csrf_token": csrf, "enabled": "false"})
+
+    assert response.status_code == 200
+    assert "Stop trusting the CA certificate CN=Asked?" in response.text
+    assert f'action="{action}"' in response.text
+    assert 'name="confirmed" value="true"' in response.text
+    assert certificates.get_ca_certificate(database, "acme", ca.id).enabled
+    assert trust_changes == []
+
+
+def test_device_disable_asks_first(
+    acme_browser: TestClient, database: Database, device: devices.DeviceRecord
+) -> None:
+    path = f"/console/projects/acme/devices/{device.id}"
+    csrf = csrf_token(acme_browser, path)
+
+    asked = acme_browser.post(
+        f"{path}/enabled", data={"csrf_token": csrf, "enabled": "false"}
+    )
+    still_enabled = devices.get_device(database, "acme", device.id).enabled
+    confirmed = acme_browser.post(
+        f"{path}/enabled",
+        data={"csrf_token": csrf, "enabled": "false", "confirmed": "true"},
+    )
+
+    assert asked.status_code == 200
+    assert "Disable device sensor-1?" in asked.text
+    assert still_enabled
+    assert confirmed.status_code == 303
+    assert not devices.get_device(database, "acme", device.id).enabled
+
+
+def test_enabling_needs_no_confirmation(
+    acme_browser: TestClient, database: Database, device: devices.DeviceRecord
+) -> None:
+    devices.set_device_enabled(database, "acme", device.id, False)
+    path = f"/console/projects/acme/devices/{device.id}"
+    csrf = csrf_token(acme_browser, path)
+    response = acme_browser.post(
+        f"{path}/enabled", data={"csrf_token": csrf, "enabled": "true"}
+    )
+    assert response.status_code == 303
+    assert devices.get_device(database, "acme", device.id).enabled
 
 
 def test_device_search_pages_results(

@@ -171,7 +171,11 @@ def test_console_walkthrough(
     page.reload()
     expect(page.locator(".properties .badge")).to_have_text("enabled")
 
-    # Disabled, the device's next connection is refused.
+    # Disabled after a confirmation page, the device's next connection
+    # is refused.
+    page.get_by_role("button", name="Disable device").click()
+    expect(page.get_by_text(f"Disable device {CERT_ID}?")).to_be_visible()
+    screenshot(page, "desktop-confirm-disable")
     page.get_by_role("button", name="Disable device").click()
     expect(page.locator(".properties .badge")).to_have_text("disabled")
     screenshot(page, "desktop-device")

@@ -13,6 +13,7 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
 from fleetgate.api.console.pages import (
     ConsoleRoute,
+    confirm_disable,
     redirect,
     render,
     shows_oversized_form,
@@ -137,8 +138,25 @@ def set_enabled(
     context: ContextDep,
     visitor: ProjectFormVisitorDep,
     enabled: Annotated[bool, Form()],
+    confirmed: Annotated[bool, Form()] = False,
 ) -> Response:
-    """Start or stop trusting a CA certificate."""
+    """Start trusting a CA certificate, or stop once confirmed."""
+    if not enabled and not confirmed:
+        ca = certificates.get_ca_certificate(context.db, project_id, certificate_id)
+        page = f"/console/projects/{project_id}/certificates"
+        return confirm_disable(
+            request,
+            visitor,
+            projects.get_project(context.db, project_id),
+            title="Disable CA certificate",
+            question=f"Stop trusting the CA certificate {ca.subject}?",
+            consequence=(
+                "New handshakes from devices whose chains it anchors are refused "
+                "until you enable it again."
+            ),
+            action=f"{page}/{certificate_id}/enabled",
+            cancel_url=page,
+        )
     certificates.set_ca_certificate_enabled(
         context.db, project_id, certificate_id, enabled, actor=visitor.actor
     )

@@ -13,7 +13,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request, Response
 
-from fleetgate.api.console.pages import ConsoleRoute, redirect, render
+from fleetgate.api.console.pages import (
+    ConsoleRoute,
+    confirm_disable,
+    redirect,
+    render,
+)
 from fleetgate.api.console.visitor import (
     ProjectFormVisitorDep,
     ProjectVisitorDep,
@@ -89,11 +94,26 @@ def device_page(
 def set_enabled(
     project_id: str,
     device_id: str,
+    request: Request,
     context: ContextDep,
     visitor: ProjectFormVisitorDep,
     enabled: Annotated[bool, Form()],
+    confirmed: Annotated[bool, Form()] = False,
 ) -> Response:
-    """Enable or disable a device; a disabled device cannot connect."""
+    """Enable a device, or disable it once confirmed; a disabled one cannot connect."""
+    if not enabled and not confirmed:
+        device = devices.get_device(context.db, project_id, device_id)
+        page = f"/console/projects/{project_id}/devices/{device_id}"
+        return confirm_disable(
+            request,
+            visitor,
+            projects.get_project(context.db, project_id),
+            title="Disable device",
+            question=f"Disable device {device.name}?",
+            consequence="Its next connection is refused until you enable it again.",
+            action=f"{page}/enabled",
+            cancel_url=page,
+        )
     devices.set_device_enabled(
         context.db, project_id, device_id, enabled, actor=visitor.actor
     )

@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from fleetgate.api.console.visitor import CSRF_FIELD, SignInRequired, Visitor
 from fleetgate.api.errors import OVERSIZED_BODY_STATE, OversizedBody
 from fleetgate.errors import FleetgateError
+from fleetgate.store.projects import ProjectRecord
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,38 @@ def render(
         values,
         status_code=status_code,
         headers=SECURITY_HEADERS,
+    )
+
+
+def confirm_disable(
+    request: Request,
+    visitor: Visitor,
+    project: ProjectRecord,
+    *,
+    title: str,
+    question: str,
+    consequence: str,
+    action: str,
+    cancel_url: str,
+) -> Response:
+    """Render a page that asks before a form disables something.
+
+    The page's form posts to ``action`` again with ``confirmed=true``,
+    so the step works without JavaScript.
+    """
+    return render(
+        request,
+        "confirm.html",
+        {
+            "title": title,
+            "project": project,
+            "question": question,
+            "consequence": consequence,
+            "action": action,
+            "cancel_url": cancel_url,
+            "confirm_label": title,
+        },
+        visitor=visitor,
     )
 
 
