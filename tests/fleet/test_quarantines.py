@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import event
 
 from fleetgate import provisioning
 from fleetgate.errors import Conflict, InvalidInput, NotFound
+from fleetgate.pki import tools
 from fleetgate.pki.identity import fingerprint
-from fleetgate.store import audit, devices, manifests, quarantines
+from fleetgate.store import audit, certificates, devices, manifests, quarantines
 from fleetgate.store.database import Database
 from fleetgate.store.models import Device
 
@@ -206,3 +208,64 @@ def test_other_project_quarantine_is_not_found(pki: ProjectPki) -> None:
 
     with pytest.raises(NotFound):
         quarantines.release_quarantine(pki.db, "other", started.id, actor="t")
+
+
+def _connect_anchored_at_intermediate(pki: ProjectPki, certificate_id: str) -> str:
+    """Associate a device verified against the registered intermediate."""
+    chain = pki.device(certificate_id, via_intermediate=True)
+    return provisioning.associate(
+        pki.db,
+        project_id=PROJECT,
+        certificate_id=certificate_id,
+        fingerprint=fingerprint(chain[0]),
+        not_after=chain[0].not_valid_after_utc,
+        now=NOW,
+        ca_chain=provisioning.chain_cas(
+            [pki.intermediate], [fingerprint(pki.intermediate)]
+        ),
+    ).device_id
+
+
+def test_root_quarantine_includes_registered_intermediate(pki: ProjectPki) -> None:
+    certificates.add_ca_certificate(
+        pki.db, PROJECT, pki.intermediate.public_bytes(Encoding.PEM)
+    )
+    _connect_anchored_at_intermediate(pki, "under-intermediate")
+    _connect(pki, "direct", via_intermediate=False)
+
+    started = quarantines.start_quarantine(
+        pki.db, PROJECT, ca_fingerprint=fingerprint(pki.root), actor="test"
+    )
+
+    assert len(started.device_ids) == 2
+    assert _enabled(pki.db) == {"under-intermediate": False, "direct": False}
+
+
+def test_root_quarantine_skips_same_name_other_issuer(pki: ProjectPki) -> None:
+    # Named like the intermediate under the root, but issued by another
+    # key: only the signature tells them apart.
+    other_key, other_root = tools.make_root("Fleet Root", days=3650)
+    _, impostor = tools.make_intermediate(
+        other_key, other_root, "Fleet Intermediate", days=365
+    )
+    certificates.add_ca_certificate(
+        pki.db, PROJECT, impostor.public_bytes(Encoding.PEM)
+    )
+    chain = pki.device("impostor-device", via_intermediate=False)
+    provisioning.associate(
+        pki.db,
+        project_id=PROJECT,
+        certificate_id="impostor-device",
+        fingerprint=fingerprint(chain[0]),
+        not_after=chain[0].not_valid_after_utc,
+        now=NOW,
+        ca_chain=provisioning.chain_cas([impostor], [fingerprint(impostor)]),
+    )
+
+    started = quarantines.start_quarantine(
+        pki.db, PROJECT, ca_fingerprint=fingerprint(pki.root), actor="test"
+    )
+
+    assert started.device_ids == ()
+    assert _enabled(pki.db) == {"impostor-device": True}
+

@@ -1,8 +1,11 @@
 """Quarantines: disable many devices at once, and restore exactly those.
 
 A quarantine targets every device of a manifest batch, or every device
-whose last verified chain went through one CA certificate (by its
-SHA-256 fingerprint, as recorded at association in ``devices.ca_chain``).
+whose last verified chain leads to one CA certificate (by its SHA-256
+fingerprint). A device's chain, recorded at association in
+``devices.ca_chain``, ends at the registered CA it was verified against,
+so a CA's devices also include those under the registered CA
+certificates that it issued, directly or through others.
 It disables the matching devices that are enabled and remembers them.
 Releasing it re-enables the devices it remembers, unless another active
 quarantine still holds them.
@@ -21,13 +24,21 @@ import datetime as dt
 import re
 from typing import Literal
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from fleetgate.errors import Conflict, InvalidInput, NotFound
 from fleetgate.store import audit, manifests
 from fleetgate.store.database import Database
-from fleetgate.store.models import Device, Quarantine, QuarantinedDevice, utcnow
+from fleetgate.store.models import (
+    CaCertificate,
+    Device,
+    Quarantine,
+    QuarantinedDevice,
+    utcnow,
+)
 from fleetgate.store.projects import require_project
 
 QuarantineKind = Literal["batch", "ca"]
@@ -224,7 +235,47 @@ def _batch_devices(session: Session, project_id: str, batch: str) -> list[Device
 
 
 def _ca_devices(session: Session, project_id: str, fingerprint: str) -> list[Device]:
-    return _chain_devices(session, project_id, {fingerprint}, lock=True)
+    fingerprints = _issued_fingerprints(session, project_id, fingerprint)
+    return _chain_devices(session, project_id, fingerprints, lock=True)
+
+
+def _issued_fingerprints(
+    session: Session, project_id: str, fingerprint: str
+) -> set[str]:
+    """Return ``fingerprint`` and those of the registered CAs below it.
+
+    A registered CA certificate is below when the given one issued it,
+    directly or through other registered ones, as its issuer name and
+    signature show.
+    """
+    rows = session.execute(
+        select(CaCertificate.fingerprint, CaCertificate.der).where(
+            CaCertificate.project_id == project_id
+        )
+    )
+    registered = {
+        row.fingerprint: x509.load_der_x509_certificate(row.der) for row in rows
+    }
+    found = {fingerprint}
+    issuers = [registered[fingerprint]] if fingerprint in registered else []
+    # Each registered certificate joins at most once, which bounds the loop.
+    while issuers:
+        issuer = issuers.pop()
+        for candidate_fingerprint, candidate in registered.items():
+            if candidate_fingerprint not in found and _issued_by(candidate, issuer):
+                found.add(candidate_fingerprint)
+                issuers.append(candidate)
+    return found
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if certificate.issuer != issuer.subject:
+        return False
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _chain_devices(
