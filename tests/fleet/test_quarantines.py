@@ -269,3 +269,20 @@ def test_root_quarantine_skips_same_name_other_issuer(pki: ProjectPki) -> None:
     assert started.device_ids == ()
     assert _enabled(pki.db) == {"impostor-device": True}
 
+
+def test_unknown_ca_fingerprint_is_not_found(pki: ProjectPki) -> None:
+    _connect(pki, "a", via_intermediate=False)
+
+    with pytest.raises(NotFound, match="no registered CA certificate"):
+        quarantines.start_quarantine(
+            pki.db, PROJECT, ca_fingerprint="0" * 64, actor="t"
+        )
+    assert _enabled(pki.db) == {"a": True}
+
+
+def test_registered_ca_without_devices_quarantines_none(pki: ProjectPki) -> None:
+    started = quarantines.start_quarantine(
+        pki.db, PROJECT, ca_fingerprint=fingerprint(pki.root), actor="t"
+    )
+
+    assert started.device_ids == ()

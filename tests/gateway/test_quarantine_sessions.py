@@ -81,3 +81,20 @@ def test_quarantined_device_cannot_reconnect(
 
     assert reply.code is Code.FORBIDDEN
     assert b"disabled" in reply.payload
+
+
+def test_unknown_ca_fingerprint_is_not_found(
+    api: TestClient, gateway: GatewayThread, pki: FleetPki, database: Database
+) -> None:
+    with connect(gateway, pki.device("sensor-1")) as client:
+        assert client.request("GET", ".d").code is Code.CONTENT
+
+    response = api.post(
+        f"/v1/projects/{pki.project}/quarantines", json={"caFingerprint": "0" * 64}
+    )
+    listed = api.get(f"/v1/projects/{pki.project}/quarantines")
+
+    assert response.status_code == 404, response.text
+    assert "no registered CA certificate" in response.json()["message"]
+    assert listed.json()["list"] == []
+    assert devices.list_devices(database, pki.project).items[0].enabled

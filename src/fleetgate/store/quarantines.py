@@ -236,7 +236,24 @@ def _batch_devices(session: Session, project_id: str, batch: str) -> list[Device
 
 def _ca_devices(session: Session, project_id: str, fingerprint: str) -> list[Device]:
     fingerprints = _issued_fingerprints(session, project_id, fingerprint)
-    return _chain_devices(session, project_id, fingerprints, lock=True)
+    devices = _chain_devices(session, project_id, fingerprints, lock=True)
+    if not devices and not _is_registered(session, project_id, fingerprint):
+        raise NotFound(
+            f"cannot find CA certificate {fingerprint} in project {project_id!r}: "
+            "no registered CA certificate and no device's chain has this "
+            "fingerprint; fleetgate ca list shows the registered ones"
+        )
+    return devices
+
+
+def _is_registered(session: Session, project_id: str, fingerprint: str) -> bool:
+    found = session.scalar(
+        select(CaCertificate.id).where(
+            CaCertificate.project_id == project_id,
+            CaCertificate.fingerprint == fingerprint,
+        )
+    )
+    return found is not None
 
 
 def _issued_fingerprints(

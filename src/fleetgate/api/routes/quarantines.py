@@ -6,7 +6,9 @@ closes their open DTLS sessions with close_notify at once; the response
 counts them in ``sessionsClosed``. Sessions served by other processes end
 within the recheck interval. ``POST
 .../{id}/release`` re-enables exactly the devices the quarantine
-disabled. Both are audited.
+disabled. Both are audited. An unknown batch, or a fingerprint of no
+registered CA certificate and of no CA in a device's recorded chain,
+gets 404 and starts nothing.
 """
 
 from __future__ import annotations
