@@ -47,6 +47,47 @@ def test_read_command_rejects_missing_data_dir(
     assert not data_dir.exists()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(["psk", "add", "-p", "acme", "d1"], id="fail/psk-add"),
+        pytest.param(["device", "create", "-p", "acme", "d1"], id="fail/device-create"),
+        pytest.param(
+            ["device", "disable", "-p", "acme", "d1"], id="fail/device-disable"
+        ),
+        pytest.param(["apikey", "revoke", "--admin", "k1"], id="fail/apikey-revoke"),
+    ],
+)
+def test_write_command_creates_nothing_in_missing_data_dir(
+    tmp_path: Path, command: list[str]
+) -> None:
+    data_dir = tmp_path / "new"
+
+    result = CliRunner().invoke(
+        app, [*command, "--data-dir", str(data_dir)], env=CLEAN_ENV
+    )
+
+    assert result.exit_code == 1, result.output
+    assert "cannot open the database" in result.stderr
+    assert not data_dir.exists()
+
+
+def test_psk_add_leaves_no_key_file_for_unknown_project(tmp_path: Path) -> None:
+    runner = CliRunner()
+    runner.invoke(
+        app, ["project", "create", "acme", "--data-dir", str(tmp_path)], env=CLEAN_ENV
+    )
+
+    result = runner.invoke(
+        app,
+        ["psk", "add", "-p", "other", "d1", "--data-dir", str(tmp_path)],
+        env=CLEAN_ENV,
+    )
+
+    assert result.exit_code == 1, result.output
+    assert not (tmp_path / "psk-key-encryption.key").exists()
+
+
 def test_read_command_rejects_folder_without_database(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app, ["project", "list", "--data-dir", str(tmp_path)], env=CLEAN_ENV

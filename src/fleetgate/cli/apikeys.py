@@ -123,7 +123,7 @@ def revoke(
 ) -> None:
     """Revoke an API key. Requests that send it fail with 401 from then on."""
     scope = _scope(project_id, admin)
-    with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
+    with exit_on_error(), opened_database(data_dir, database_url) as db:
         apikeys.revoke_api_key(db, scope, key_id, actor=CLI_ACTOR)
     print_message(f"Revoked API key {key_id}")
 

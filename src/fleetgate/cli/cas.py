@@ -70,7 +70,7 @@ def upload(
     """Register a CA certificate in a project."""
     with exit_on_error():
         encoded = _read_certificate_file(file)
-        with opened_database(data_dir, database_url, create=True) as db:
+        with opened_database(data_dir, database_url) as db:
             record = certificates.add_ca_certificate(
                 db,
                 project_id,
@@ -144,7 +144,7 @@ def disable(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Stop trusting a CA certificate without removing it."""
-    with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
+    with exit_on_error(), opened_database(data_dir, database_url) as db:
         certificates.set_ca_certificate_enabled(
             db, project_id, ca_id, False, actor=CLI_ACTOR
         )
@@ -159,7 +159,7 @@ def enable(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Trust a disabled CA certificate again."""
-    with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
+    with exit_on_error(), opened_database(data_dir, database_url) as db:
         certificates.set_ca_certificate_enabled(
             db, project_id, ca_id, True, actor=CLI_ACTOR
         )
@@ -174,7 +174,7 @@ def delete(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Remove a CA certificate from a project."""
-    with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
+    with exit_on_error(), opened_database(data_dir, database_url) as db:
         certificates.delete_ca_certificate(db, project_id, ca_id, actor=CLI_ACTOR)
     print_message(f"Deleted CA certificate {ca_id}")
 
@@ -203,7 +203,7 @@ def crl(
             raise InvalidInput(
                 f"cannot read CRL {str(file)!r}: {exc.strerror}"
             ) from exc
-        with opened_database(data_dir, database_url, create=True) as db:
+        with opened_database(data_dir, database_url) as db:
             record = revocation.load_revocation_list(
                 db, project_id, ca_id, encoded, actor=CLI_ACTOR
             )

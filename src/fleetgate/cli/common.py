@@ -93,9 +93,12 @@ def opened_database(
 
     Without a database URL and unless ``create`` is set, a data folder
     without ``fleetgate.db`` raises NotFound, so a mistyped ``--data-dir``
-    is reported instead of starting an empty database there. Commands that
-    change data pass ``create``, and ``fleetgate serve`` creates the folder
-    itself.
+    is reported instead of starting an empty database there. Only commands
+    that can run before any project exists pass ``create``: ``project
+    create`` and ``apikey create``. Every other command needs a project,
+    so it fails here, before it creates a file, rather than with "cannot
+    find project" after it made an empty database. ``fleetgate serve``
+    creates the folder itself.
     """
     settings = Settings.from_options(data_dir, database_url)
     database_file = settings.default_database_file

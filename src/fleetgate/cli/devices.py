@@ -109,7 +109,7 @@ def create(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Create a device before it first connects."""
-    with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
+    with exit_on_error(), opened_database(data_dir, database_url) as db:
         device = devices.create_device(
             db, project_id, name, certificate_id=certificate_id, actor=CLI_ACTOR
         )
@@ -124,7 +124,7 @@ def disable(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Reject the device's future connections."""
-    with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
+    with exit_on_error(), opened_database(data_dir, database_url) as db:
         device_id = devices.find_device(db, project_id, device).id
         devices.set_device_enabled(db, project_id, device_id, False, actor=CLI_ACTOR)
     print_message(f"Disabled device {device_id}")
@@ -138,7 +138,7 @@ def enable(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Accept a disabled device's connections again."""
-    with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
+    with exit_on_error(), opened_database(data_dir, database_url) as db:
         device_id = devices.find_device(db, project_id, device).id
         devices.set_device_enabled(db, project_id, device_id, True, actor=CLI_ACTOR)
     print_message(f"Enabled device {device_id}")

@@ -65,7 +65,7 @@ def import_(
             raise InvalidInput(f"cannot read manifest {file}: {exc.strerror}") from exc
         json_format = True if file.suffix.lower() == ".json" else None
         rows = manifests.parse_manifest(content, batch=batch, json_format=json_format)
-        with opened_database(data_dir, database_url, create=True) as db:
+        with opened_database(data_dir, database_url) as db:
             summaries = manifests.import_manifest(db, project_id, rows, actor=CLI_ACTOR)
     print_message(f"Imported {len(rows)} entries")
     _print_batches(summaries)

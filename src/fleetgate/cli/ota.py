@@ -78,7 +78,7 @@ def artifact_upload(
                 f"of {MAX_ARTIFACT_BYTES}"
             )
         content = file.read_bytes()
-        with opened_database(data_dir, database_url, create=True) as db:
+        with opened_database(data_dir, database_url) as db:
             record = ota_artifacts.upload_artifact(
                 db,
                 project_id,
@@ -135,7 +135,7 @@ def artifact_delete(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Delete an artifact that no release contains."""
-    with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
+    with exit_on_error(), opened_database(data_dir, database_url) as db:
         record = _find_artifact(db, project_id, artifact)
         ota_artifacts.delete_artifact(db, project_id, record.id, actor=CLI_ACTOR)
     print_message(f"Deleted artifact {record.id} {record.package}@{record.version}")
@@ -156,7 +156,7 @@ def release_create(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Create a release of artifacts; roll it out with release rollout."""
-    with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
+    with exit_on_error(), opened_database(data_dir, database_url) as db:
         ids = [_find_artifact(db, project_id, item).id for item in artifacts]
         record = ota_releases.create_release(db, project_id, name, ids, actor=CLI_ACTOR)
     print_message(f"Created release {record.id} named {record.name}")
@@ -181,7 +181,7 @@ def release_rollout(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Roll a release out, replacing its earlier targets."""
-    with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
+    with exit_on_error(), opened_database(data_dir, database_url) as db:
         record = _find_release(db, project_id, release)
         device_ids = [
             devices.find_device(db, project_id, item).id for item in device or []
@@ -209,7 +209,7 @@ def release_rollback(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Stop a release's rollout; its devices fall back to an earlier release."""
-    with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
+    with exit_on_error(), opened_database(data_dir, database_url) as db:
         record = _find_release(db, project_id, release)
         record = ota_releases.roll_back(db, project_id, record.id, actor=CLI_ACTOR)
     print_message(f"Rolled back release {record.name} (sequence {record.sequence})")

@@ -126,7 +126,7 @@ def set_(
 ) -> None:
     """Set a project's PKI provider and sync its CA certificates."""
     settings = Settings.from_options(data_dir, database_url)
-    with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
+    with exit_on_error(), opened_database(data_dir, database_url) as db:
         get_project(db, project_id)
         if kind is KindChoice.LOCAL:
             provider: PkiProvider = _local(
@@ -199,7 +199,7 @@ def sync(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Register the provider's CA certificates and disable withdrawn ones."""
-    with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
+    with exit_on_error(), opened_database(data_dir, database_url) as db:
         _report(sync_project(db, project_id, actor=CLI_ACTOR))
 
 

@@ -65,9 +65,11 @@ def add(
     settings = Settings.from_options(data_dir, database_url)
     with exit_on_error():
         key_bytes = None if key is None else psk.decode_psk(key)
-        kek = KeyEncryptionKey.load_or_create(settings.key_encryption_key_file)
-        with opened_database(data_dir, database_url, create=True) as db:
+        with opened_database(data_dir, database_url) as db:
             device_id = devices.find_device(db, project_id, device).id
+            # Made only once the device is found, so a mistyped project
+            # or device leaves no key file behind.
+            kek = KeyEncryptionKey.load_or_create(settings.key_encryption_key_file)
             issued = psk.create_psk_credential(
                 db,
                 kek,
@@ -139,7 +141,7 @@ def delete(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Delete a PSK credential. Its device can no longer connect with it."""
-    with exit_on_error(), opened_database(data_dir, database_url, create=True) as db:
+    with exit_on_error(), opened_database(data_dir, database_url) as db:
         record = psk.delete_psk_credential(
             db, project_id, credential_id, actor=CLI_ACTOR
         )
