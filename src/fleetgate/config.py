@@ -90,8 +90,8 @@ class ConnectionLogSettings:
 class DeviceRateLimits:
     """Writes per second (rate) and in one burst that each device may make.
 
-    Each resource has a token bucket per device. What a device over its
-    limit is told depends on how Golioth's firmware SDK takes an error
+    Each resource has a token bucket per device. The response a device over its
+    limit gets depends on how Golioth's firmware SDK takes an error
     response. It logs a failed post as a warning and posts that to its
     log, so log entries and settings status reports over the limit get
     2.04 and are dropped, because an error would add log traffic. A

@@ -2,7 +2,7 @@
 
 A device that floods a resource such as its log gets its requests
 turned away beyond a steady rate and a burst. Each service decides what
-the device is told: the log service still responds with success and
+response the device gets: the log service still responds with success and
 drops the entry, because Golioth's firmware SDK reports a failed log
 post as a new warning, which it posts to the log again, so an error
 response would feed the flood. Each device has its own bucket, and the

@@ -10,7 +10,8 @@ A device posting faster than its rate limit
 (:class:`~fleetgate.config.DeviceRateLimits`, 5 values per second with
 bursts of 20 by default) gets 4.29 Too Many Requests with Max-Age, the
 seconds until it may post again, and the value is not stored. The SDK
-takes the 4.29 as a failed post, so the device knows the value is lost.
+takes the 4.29 as a failed post, so the device learns that the value
+is lost.
 """
 
 from __future__ import annotations
