@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from fleetgate import metrics
+from fleetgate.api.app import create_app
 from fleetgate.client import HandshakeRefused
 from fleetgate.config import ConnectionLogSettings, GatewaySettings
+from fleetgate.gateway import coap
 from fleetgate.gateway.server_identity import ServerIdentity
 from fleetgate.pki import tools
-from fleetgate.store import connections, devices, projects
+from fleetgate.store import apikeys, certificates, connections, devices, projects
 from fleetgate.store.connections import ConnectionEvent
 from fleetgate.store.database import Database
 from fleetgate.store.models import ConnectionEventRow
@@ -266,3 +269,90 @@ def test_stop_writes_sessions_closed_by_the_server(
     events = connections.list_events(database, PROJECT)
 
     assert results(events) == [("closed", "server_stopped"), ("accepted", None)]
+
+
+def sessions_closed(reason: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "fleetgate_sessions_closed_total", {"reason": reason}
+    )
+    return value or 0.0
+
+
+class TestServerCloseReason:
+    @pytest.fixture
+    def api(
+        self, database: Database, gateway: GatewayThread, pki: FleetPki
+    ) -> Iterator[TestClient]:
+        app = create_app(database, close_sessions=gateway.gateway.close_device_sessions)
+        key = apikeys.create_api_key(database, PROJECT, actor="test")
+        with TestClient(app, headers={"x-api-key": key.secret}) as client:
+            yield client
+
+    def closed_reason(self, db: Database) -> str | None:
+        events = wait_for_events(
+            db, lambda found: any(e.result == "closed" for e in found)
+        )
+        closed = [event for event in events if event.result == "closed"]
+        assert len(closed) == 1, results(events)
+        return closed[0].reason
+
+    def test_quarantine_is_logged_as_quarantined(
+        self, api: TestClient, gateway: GatewayThread, pki: FleetPki, database: Database
+    ) -> None:
+        before = sessions_closed("quarantined")
+        (root,) = certificates.list_ca_certificates(database, PROJECT)
+        with connect(gateway, pki.device("sensor-1")) as client:
+            assert client.request("GET", ".d").successful
+            started = api.post(
+                f"/v1/projects/{PROJECT}/quarantines",
+                json={"caFingerprint": root.fingerprint},
+            )
+            assert started.json()["data"]["sessionsClosed"] == 1
+
+        assert self.closed_reason(database) == "quarantined"
+        assert sessions_closed("quarantined") == before + 1
+
+    def test_api_disable_is_logged_as_device_disabled(
+        self, api: TestClient, gateway: GatewayThread, pki: FleetPki, database: Database
+    ) -> None:
+        with connect(gateway, pki.device("sensor-1")) as client:
+            assert client.request("GET", ".d").successful
+            (device,) = devices.list_devices(database, PROJECT).items
+            api.patch(
+                f"/v1/projects/{PROJECT}/devices/{device.id}", json={"enabled": False}
+            )
+
+        assert self.closed_reason(database) == "device_disabled"
+
+    def test_recheck_of_disabled_ca_is_logged_as_ca_disabled(
+        self,
+        gateway: GatewayThread,
+        pki: FleetPki,
+        database: Database,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(coap, "REVALIDATE_SECONDS", 0.1)
+        (root,) = certificates.list_ca_certificates(database, PROJECT)
+        with connect(gateway, pki.device("sensor-1")) as client:
+            assert client.request("GET", ".d").successful
+            certificates.set_ca_certificate_enabled(database, PROJECT, root.id, False)
+            gateway.gateway.trust.invalidate(PROJECT)
+            time.sleep(0.3)
+            assert client.request("GET", ".d").code.dotted == "4.03"
+
+        assert self.closed_reason(database) == "ca_disabled"
+
+    def test_new_handshake_is_logged_as_session_replaced(
+        self, gateway: GatewayThread, pki: FleetPki, database: Database
+    ) -> None:
+        before = sessions_closed("session_replaced")
+        old = connect(gateway, pki.device("sensor-1"))
+        old.connect()
+        assert old.request("GET", ".d").successful
+        address = old.channel.local_address
+        old.channel.abort()  # gone without close_notify, as after a reboot
+
+        with connect(gateway, pki.device("sensor-1"), source_address=address) as new:
+            assert new.request("GET", ".d").successful
+            assert self.closed_reason(database) == "session_replaced"
+        assert sessions_closed("session_replaced") == before + 1

@@ -378,7 +378,7 @@ async def _check_still_enabled(
         raise DeviceRejected(
             f"cannot serve device {device.device_id!r}: its CA certificate "
             f"{identity.anchor_fingerprint} is no longer enabled in the project",
-            reason=Reason.UNKNOWN_CA,
+            reason=Reason.CA_DISABLED,
             project_id=identity.project_id,
             certificate_id=identity.certificate_id,
             fingerprint=identity.fingerprint,
@@ -394,7 +394,7 @@ async def _check_still_enabled(
     except NotFound as exc:
         raise DeviceRejected(
             f"cannot serve device {device.device_id!r}: it was deleted",
-            reason=Reason.NOT_FOUND,
+            reason=Reason.DEVICE_DELETED,
             project_id=identity.project_id,
             certificate_id=identity.certificate_id,
             fingerprint=identity.fingerprint,

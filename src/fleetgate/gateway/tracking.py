@@ -13,9 +13,12 @@ shared suite), session gauges and the reasons for closing idle sessions
 and sessions at shutdown, through :class:`TrackedListener`; association,
 authenticated traffic and session ends, through the CoAP endpoint.
 
-A session that ends for any other reason is recorded as
-``closed_by_peer``: the device sent close_notify or an alert, started a
-new handshake from the same address, or its records stopped decrypting.
+A session that the server closes is recorded with the reason it gives
+(``quarantined``, ``device_disabled``, ``ca_disabled`` and so on), one
+that a new handshake from the same address replaced as
+``session_replaced``. Any other end is recorded as ``closed_by_peer``:
+the device sent close_notify or an alert, or its records stopped
+decrypting.
 """
 
 from __future__ import annotations
@@ -215,6 +218,14 @@ class TrackedListener(DtlsListener):
             else Reason.HANDSHAKE_FAILED
         )
         self.tracker.handshake_failed(reason)
+
+    def handshake_completed(self, session: DtlsSession) -> None:
+        """Name the session that a new handshake from its address replaces."""
+        if self.replacements.get(session.address) is session:
+            previous = self.sessions.get(session.address)
+            if previous is not None:
+                self.tracker.closing(previous, Reason.SESSION_REPLACED)
+        super().handshake_completed(session)
 
     def sweep(self, now: float) -> None:
         """Close idle sessions and stalled handshakes, naming the reason."""
