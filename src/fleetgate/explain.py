@@ -6,8 +6,13 @@ chain and at what depth, which rules of the verification policy hold or
 fail with their reason codes, which association rule would apply, and
 which certificate of the chain expires first.
 
-The verdict is the verifier's own: the chain is passed to
+The chain's verdict is the verifier's own: the chain is passed to
 :meth:`ChainVerifier.verify` with the project's current anchors. The
+whole verdict (``accepted``, ``reason``) also counts the association:
+a chain that verifies for a disabled device, or for a certificate ID
+missing from a required manifest, is rejected with that reason. The
+association is previewed only for a chain that verifies, because the
+gateway never reaches it otherwise. The
 per-rule outcomes come from the same rule functions, run one by one on
 the path OpenSSL builds, so they never disagree with a handshake. A
 certificate whose ``O`` names another project is reported as
@@ -76,7 +81,10 @@ class Explanation:
     # The verified path, or the leaf and what was sent when none was built.
     chain: tuple[ChainMember, ...]
     anchor: ChainMember | None
+    # None when the chain is rejected: the association is never reached.
     association: AssociationPreview | None
+    # Whether the chain alone verifies; ``accepted`` adds the association.
+    chain_accepted: bool = False
 
     @property
     def first_expiry(self) -> ChainMember:
@@ -90,6 +98,7 @@ class Explanation:
             "certificateId": self.certificate_id,
             "fingerprint": self.fingerprint,
             "accepted": self.accepted,
+            "chainAccepted": self.chain_accepted,
             "reason": None if self.reason is None else str(self.reason),
             "message": self.message,
             "anchor": None if self.anchor is None else _member_json(self.anchor),
@@ -220,6 +229,15 @@ def explain_certificate(
         outcomes.extend(_rule_outcomes(verifier, trust, leaf, untrusted, checked_at))
 
     members = _path_members(path, registered) if path else sent_chain
+    chain_accepted = reason is None
+    association = None
+    if chain_accepted:
+        association = preview_association(
+            db, project_id=project_id, certificate_id=subject.certificate_id
+        )
+        if association.reason is not None:
+            reason = association.reason
+            message = f"the chain verifies, but {association.detail}"
     return Explanation(
         project_id=project_id,
         certificate_id=subject.certificate_id,
@@ -230,9 +248,8 @@ def explain_certificate(
         rules=tuple(outcomes),
         chain=members,
         anchor=members[-1] if path else None,
-        association=preview_association(
-            db, project_id=project_id, certificate_id=subject.certificate_id
-        ),
+        association=association,
+        chain_accepted=chain_accepted,
     )
 
 

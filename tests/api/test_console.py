@@ -728,3 +728,23 @@ def test_state_markup_is_escaped(
     page = acme_browser.get(f"/console/projects/acme/devices/{device.id}").text
     assert markup not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+# Layout and wording.
+
+
+def test_not_found_page_keeps_navigation(acme_browser: TestClient) -> None:
+    for path in ("/console/projects/acme/devices/nothing", "/console/nowhere"):
+        response = acme_browser.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"].startswith("text/html"), path
+        assert "Sign out" in response.text, path
+        assert 'href="/console/projects/acme"' in response.text, path
+
+
+def test_unknown_address_without_session_goes_to_sign_in(
+    browser: TestClient,
+) -> None:
+    response = browser.get("/console/nowhere")
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/console/sign-in?next=")

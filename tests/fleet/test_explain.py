@@ -240,3 +240,38 @@ def test_json_has_api_field_names(pki: ProjectPki) -> None:
     assert body["firstExpiry"]["notAfter"] == chain[0].not_valid_after_utc.isoformat()
     assert body["chain"][1]["fingerprint"] == fingerprint(pki.intermediate)
     assert pki.intermediate.public_bytes(Encoding.PEM) not in repr(body).encode()
+
+
+def test_disabled_device_makes_verdict_rejected(pki: ProjectPki) -> None:
+    record = devices.create_device(
+        pki.db, PROJECT, "sensor-1", certificate_id="sensor-1"
+    )
+    devices.set_device_enabled(pki.db, PROJECT, record.id, False)
+
+    explanation = explain_certificate(pki.db, PROJECT, pki.device("sensor-1"))
+
+    assert not explanation.accepted
+    assert explanation.chain_accepted
+    assert explanation.reason is Reason.DEVICE_DISABLED
+    assert explanation.message.startswith("the chain verifies, but")
+
+
+def test_unlisted_device_makes_verdict_rejected(pki: ProjectPki) -> None:
+    manifests.set_require_manifest(pki.db, PROJECT, True, actor="test")
+
+    explanation = explain_certificate(pki.db, PROJECT, pki.device("sensor-9"))
+
+    assert not explanation.accepted
+    assert explanation.reason is Reason.NOT_IN_MANIFEST
+
+
+def test_rejected_chain_has_no_association(pki: ProjectPki) -> None:
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=60)
+    chain = pki.device("sensor-1", not_before=long_ago, days=30)
+
+    explanation = explain_certificate(pki.db, PROJECT, chain)
+    body = explanation.to_json()
+
+    assert explanation.association is None
+    assert body["chainAccepted"] is False
+    assert body["association"] is None

@@ -4,6 +4,11 @@ Reads the certificate and its chain, checks them against the project's
 registered CA certificates and policy, and prints the verdict, the path
 with the anchor, every rule's outcome, the association rule that would
 apply and what expires first. Nothing in the database changes.
+
+Exit codes: 0 when the gateway would accept the device, 3 when it would
+reject it (the chain, or the association: a disabled device, a
+certificate ID missing from a required manifest), 1 when the command
+fails (an unreadable file, an unknown project) and 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ from fleetgate.errors import InvalidInput
 from fleetgate.explain import Explanation, explain_certificate
 from fleetgate.pki.identity import load_certificates
 
+# Exit status when the gateway would reject the device; 1 and 2 are
+# taken by command errors and usage errors.
+EXIT_REJECTED = 3
+
 _RULE_NAMES = {
     "existing": "existing device, matched by certificate ID",
     "adopt": "adopts the device named after the certificate ID",
@@ -59,7 +68,10 @@ def explain(
     data_dir: DataDirOption = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Explain how the gateway would verify and associate a device certificate."""
+    """Explain how the gateway would verify and associate a device certificate.
+
+    Exits 0 when the device would be accepted, 3 when it would be rejected.
+    """
     with exit_on_error():
         certificates = load_certificates(_read(certificate))
         if chain is not None:
@@ -69,8 +81,10 @@ def explain(
 
     if as_json:
         print_message(json.dumps(explanation.to_json(), indent=2))
-        return
-    _print(explanation)
+    else:
+        _print(explanation)
+    if not explanation.accepted:
+        raise typer.Exit(EXIT_REJECTED)
 
 
 def _read(path: Path) -> bytes:
@@ -132,10 +146,12 @@ def _print(explanation: Explanation) -> None:
         f"{format_time(first.not_after)} UTC"
     )
     preview = explanation.association
-    if preview is not None:
-        summary = f"device {preview.device_name}"
-        if preview.device_id is not None:
-            summary += f" ({preview.device_id})"
-        if preview.reason is not None:
-            summary += f", rejected: {preview.reason}: {preview.detail}"
-        print_message(f"Association: {_RULE_NAMES[preview.rule]}: {summary}")
+    if preview is None:
+        print_message("Association: never reached, the chain is rejected")
+        return
+    summary = f"device {preview.device_name}"
+    if preview.device_id is not None:
+        summary += f" ({preview.device_id})"
+    if preview.reason is not None:
+        summary += f", rejected: {preview.reason}: {preview.detail}"
+    print_message(f"Association: {_RULE_NAMES[preview.rule]}: {summary}")

@@ -42,3 +42,4 @@ def install_console(app: FastAPI) -> None:
     app.mount(
         "/console/static", StaticFiles(directory=STATIC_DIR), name="console_static"
     )
+    app.include_router(session_routes.fallback_router)

@@ -31,7 +31,13 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from fleetgate.api.console.visitor import CSRF_FIELD, SignInRequired, Visitor
+from fleetgate.api.console.visitor import (
+    CSRF_FIELD,
+    SignInRequired,
+    Visitor,
+    current_visitor,
+)
+from fleetgate.api.context import get_context
 from fleetgate.api.errors import OVERSIZED_BODY_STATE, OversizedBody
 from fleetgate.errors import FleetgateError
 from fleetgate.store.projects import ProjectRecord
@@ -185,9 +191,13 @@ class ConsoleRoute(APIRoute):
                     f"{error.get('msg', 'invalid value')}"
                     for error in exc.errors()
                 )
-                return _error_page(request, 400, f"cannot show this page: {problems}")
+                visitor = await run_in_threadpool(_signed_in_visitor, request)
+                return _error_page(
+                    request, 400, f"cannot show this page: {problems}", visitor
+                )
             except FleetgateError as exc:
-                return _error_page(request, exc.http_status, exc.message)
+                visitor = await run_in_threadpool(_signed_in_visitor, request)
+                return _error_page(request, exc.http_status, exc.message, visitor)
 
         return guarded
 
@@ -216,12 +226,23 @@ def _to_sign_in(request: Request) -> Response:
     return redirect(f"{SIGN_IN_PATH}?next={quote(target, safe='')}")
 
 
-def _error_page(request: Request, status: int, message: str) -> Response:
+def _signed_in_visitor(request: Request) -> Visitor | None:
+    """Return the visitor of a live session, for an error page's navigation."""
+    try:
+        return current_visitor(request, get_context(request))
+    except (SignInRequired, FleetgateError):
+        return None
+
+
+def _error_page(
+    request: Request, status: int, message: str, visitor: Visitor | None = None
+) -> Response:
     if status >= 500:
         log.error("console page failed path=%s error=%s", request.url.path, message)
     return render(
         request,
         "error.html",
         {"title": f"Error {status}", "status": status, "message": message},
+        visitor=visitor,
         status_code=status,
     )

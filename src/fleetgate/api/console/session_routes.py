@@ -19,10 +19,15 @@ from fleetgate.api.console.visitor import (
     rejection_log,
 )
 from fleetgate.api.context import ContextDep
-from fleetgate.errors import Unauthenticated
+from fleetgate.errors import NotFound, Unauthenticated
 from fleetgate.store import console_sessions, projects
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
+# Added after every other console route and the static files, so that
+# only addresses nothing else serves reach it.
+fallback_router = APIRouter(
+    prefix="/console", route_class=ConsoleRoute, include_in_schema=False
+)
 
 
 @router.get("")
@@ -135,3 +140,9 @@ def _safe_next(path: str) -> str:
     if path.startswith("/console/") and not path.startswith("/console//"):
         return path
     return "/console/"
+
+
+@fallback_router.get("/{path:path}")
+def page_not_found(path: str, visitor: VisitorDep) -> Response:
+    """Show the console's 404 page, with its navigation, for an unknown address."""
+    raise NotFound(f"cannot find the console page /console/{path}; check the address")
