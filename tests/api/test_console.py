@@ -733,6 +733,54 @@ def test_state_markup_is_escaped(
 # Layout and wording.
 
 
+def test_connection_log_times_have_seconds(
+    acme_browser: TestClient, database: Database
+) -> None:
+    moment = dt.datetime(2026, 11, 30, 8, 15, 42, tzinfo=dt.UTC)
+    connections.write_events(
+        database,
+        [
+            NewConnectionEvent(
+                project_id="acme",
+                peer="127.0.0.1:5000",
+                result=ConnectionResult.REJECTED,
+                created_at=moment,
+                reason="expired",
+                certificate_id="sensor-9",
+                fingerprint="ab" * 32,
+            )
+        ],
+    )
+
+    page = acme_browser.get("/console/projects/acme/connections").text
+
+    assert (
+        '<time datetime="2026-11-30T08:15:42+00:00">2026-11-30 08:15:42 UTC</time>'
+        in page
+    )
+
+
+def test_fingerprint_opens_to_whole_value(
+    acme_browser: TestClient, database: Database
+) -> None:
+    ca = certificates.add_ca_certificate(database, "acme", make_root().pem)
+    page = acme_browser.get("/console/projects/acme/certificates").text
+    assert f"<summary><code>{ca.fingerprint[:16]}…</code>" in page
+    assert f'<code class="fingerprint">{ca.fingerprint}</code></details>' in page
+    assert f'title="{ca.fingerprint}"' not in page
+
+
+def test_fresh_ca_validity_bar_is_labelled(
+    acme_browser: TestClient, database: Database
+) -> None:
+    root = make_root()
+    ca = certificates.add_ca_certificate(database, "acme", root.pem)
+    total_days = round((ca.not_after - ca.not_before).total_seconds() / 86400)
+    page = acme_browser.get("/console/projects/acme/certificates").text
+    assert f"0 of {total_days} days used" in page
+    assert re.search(r'class="validity-used[^"]*"[^>]* width="2.0"', page), page
+
+
 def test_not_found_page_keeps_navigation(acme_browser: TestClient) -> None:
     for path in ("/console/projects/acme/devices/nothing", "/console/nowhere"):
         response = acme_browser.get(path)

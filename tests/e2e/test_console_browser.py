@@ -59,6 +59,11 @@ def screenshot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def page_width(page: Page) -> int:
+    """Return the page's scrollable width in CSS pixels."""
+    return int(page.evaluate("document.documentElement.scrollWidth"))
+
+
 def reload_until_visible(page: Page, text: str) -> None:
     """Reload until ``text`` shows, while the gateway flushes its events."""
     deadline = time.monotonic() + EVENT_WAIT_SECONDS
@@ -224,6 +229,20 @@ def test_console_walkthrough(
     ]:
         page.goto(url)
         screenshot(page, f"phone-{name}")
+        assert page_width(page) <= PHONE["width"], name
+
+    # The duplicate-CA error, with its long fingerprint, wraps on a phone.
+    page.goto(f"{project_url}/certificates")
+    page.get_by_label("Certificate file").set_input_files(str(recipe / "root.pem"))
+    page.get_by_role("button", name="Upload").click()
+    expect(error).to_contain_text("ca_already_registered")
+    screenshot(page, "phone-certificates-duplicate")
+    assert page_width(page) <= PHONE["width"]
+
+    # A tap on a cut fingerprint shows the whole value.
+    page.locator(".fingerprint-details summary").first.click()
+    expect(page.locator(".fingerprint-details code.fingerprint").first).to_be_visible()
+    screenshot(page, "phone-certificates-fingerprint")
 
     # Signing out ends the session.
     page.get_by_role("button", name="Sign out").click()

@@ -382,7 +382,6 @@ async def _check_still_enabled(
             project_id=identity.project_id,
             certificate_id=identity.certificate_id,
             fingerprint=identity.fingerprint,
-            device_id=device.device_id,
         )
     try:
         record = await reads.read(
@@ -399,7 +398,6 @@ async def _check_still_enabled(
             project_id=identity.project_id,
             certificate_id=identity.certificate_id,
             fingerprint=identity.fingerprint,
-            device_id=device.device_id,
         ) from exc
     if not record.enabled:
         raise DeviceRejected(
@@ -408,7 +406,6 @@ async def _check_still_enabled(
             project_id=identity.project_id,
             certificate_id=identity.certificate_id,
             fingerprint=identity.fingerprint,
-            device_id=device.device_id,
         )
 
 

@@ -29,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from fleetgate.api.console.visitor import (
@@ -79,7 +80,16 @@ def _timestamp(moment: dt.datetime | None) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _time_tag(moment: dt.datetime) -> Markup:
+    """Format a moment to the second, with its ISO 8601 form for machines."""
+    utc = moment.astimezone(dt.UTC)
+    return Markup('<time datetime="{}">{}</time>').format(
+        utc.isoformat(), utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+    )
+
+
 templates.env.filters["timestamp"] = _timestamp
+templates.env.filters["time_tag"] = _time_tag
 templates.env.globals["days_until"] = _days_until
 templates.env.globals["csrf_field"] = CSRF_FIELD
 
