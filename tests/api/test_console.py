@@ -709,6 +709,7 @@ def test_expiry_chart_matches_forecast(
     assert sum(week.devices for week in forecast.weeks) == 2
     assert "2 devices counted:\n2 lose service in this period" in page.text
     assert "the busiest week has 2 devices" in page.text
+    assert "One bar per week" in page.text
     assert "Disabled devices, and devices that have never connected" in page.text
     assert '<title id="chart-title">' in page.text
 
@@ -779,6 +780,12 @@ def test_fresh_ca_validity_bar_is_labelled(
     page = acme_browser.get("/console/projects/acme/certificates").text
     assert f"0 of {total_days} days used" in page
     assert re.search(r'class="validity-used[^"]*"[^>]* width="2.0"', page), page
+
+
+def test_empty_chart_says_it_has_no_bars(acme_browser: TestClient) -> None:
+    page = acme_browser.get("/console/projects/acme/expiries").text
+    assert "so the chart has no bars" in page
+    assert "Hover" not in page
 
 
 def test_not_found_page_keeps_navigation(acme_browser: TestClient) -> None:

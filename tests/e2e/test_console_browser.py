@@ -231,6 +231,19 @@ def test_console_walkthrough(
         screenshot(page, f"phone-{name}")
         assert page_width(page) <= PHONE["width"], name
 
+    # The chart's axis labels stay readable on a phone.
+    page.goto(f"{project_url}/expiries")
+    label_pixels = page.evaluate(
+        """() => {
+            const chart = document.querySelector(".expiry-chart");
+            const label = chart.querySelector(".axis-label");
+            const scale = chart.getBoundingClientRect().width
+                / chart.viewBox.baseVal.width;
+            return parseFloat(getComputedStyle(label).fontSize) * scale;
+        }"""
+    )
+    assert label_pixels >= 12
+
     # The duplicate-CA error, with its long fingerprint, wraps on a phone.
     page.goto(f"{project_url}/certificates")
     page.get_by_label("Certificate file").set_input_files(str(recipe / "root.pem"))

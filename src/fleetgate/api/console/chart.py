@@ -16,7 +16,7 @@ from fleetgate.forecast import WeekForecast
 
 WIDTH = 720
 HEIGHT = 240
-MARGIN_LEFT = 40
+MARGIN_LEFT = 52
 MARGIN_BOTTOM = 28
 MARGIN_TOP = 12
 GAP = 2
