@@ -71,6 +71,16 @@ def upload_error(response: Response) -> str:
     return error[1]
 
 
+def upload(client: TestClient, filename: str, content: bytes) -> Response:
+    """Post ``content`` as a CA certificate file through the upload form."""
+    csrf = csrf_token(client, "/console/projects/acme/certificates")
+    return client.post(
+        "/console/projects/acme/certificates",
+        data={"csrf_token": csrf, "cert_type": "auto"},
+        files={"cert_file": (filename, content, "text/plain")},
+    )
+
+
 @pytest.fixture
 def browser(app: FastAPI) -> Iterator[TestClient]:
     """A client with no session, which does not follow redirects."""
@@ -440,12 +450,7 @@ def test_upload_without_file_shows_error(acme_browser: TestClient) -> None:
 def test_upload_over_body_limit_shows_error_at_field(
     acme_browser: TestClient, database: Database
 ) -> None:
-    csrf = csrf_token(acme_browser, "/console/projects/acme/certificates")
-    response = acme_browser.post(
-        "/console/projects/acme/certificates",
-        data={"csrf_token": csrf, "cert_type": "auto"},
-        files={"cert_file": ("huge.pem", b"A" * 5_000_000, "text/plain")},
-    )
+    response = upload(acme_browser, "huge.pem", b"A" * 5_000_000)
 
     assert response.status_code == 413
     assert response.headers["content-type"].startswith("text/html")
@@ -457,12 +462,7 @@ def test_upload_over_body_limit_shows_error_at_field(
 def test_upload_over_file_limit_shows_error_at_field(
     acme_browser: TestClient, database: Database
 ) -> None:
-    csrf = csrf_token(acme_browser, "/console/projects/acme/certificates")
-    response = acme_browser.post(
-        "/console/projects/acme/certificates",
-        data={"csrf_token": csrf, "cert_type": "auto"},
-        files={"cert_file": ("big.pem", b"A" * 100_000, "text/plain")},
-    )
+    response = upload(acme_browser, "big.pem", b"A" * 100_000)
 
     assert response.status_code == 413
     assert "&#39;big.pem&#39; is 97 KiB (100000 bytes)" in upload_error(response)
