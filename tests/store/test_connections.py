@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -58,6 +59,26 @@ def test_written_events_list_newest_first(db: Database) -> None:
     assert [e.result for e in listed] == ["rejected", "accepted"]
     assert listed[0].reason == "unknown_ca"
     assert listed[0].created_at == NOW
+
+
+def test_written_event_keeps_every_field(db: Database) -> None:
+    written = NewConnectionEvent(
+        project_id="acme",
+        peer="192.0.2.7:40112",
+        result=ConnectionResult.CLONE_SUSPECTED,
+        created_at=NOW,
+        reason=Reason.CLONE_SUSPECTED,
+        certificate_id="sensor-1",
+        device_id="dev-1",
+        fingerprint="ab" * 32,
+        other_peer="198.51.100.3:2000",
+    )
+    connections.write_events(db, [written, event()])
+
+    stored = connections.list_events(db, "acme", result="clone_suspected")[0]
+
+    for field in dataclasses.fields(NewConnectionEvent):
+        assert getattr(stored, field.name) == getattr(written, field.name), field.name
 
 
 def test_events_of_missing_project_are_skipped(db: Database) -> None:
