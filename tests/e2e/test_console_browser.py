@@ -262,3 +262,21 @@ def test_console_walkthrough(
     expect(page).to_have_url(f"{console}/sign-in")
     page.goto(project_url)
     expect(page.get_by_role("heading", name="Sign in to Fleetgate")).to_be_visible()
+
+
+def test_api_docs_page_renders_from_this_server(
+    console_server: RunningServer,
+    browser_context: BrowserContext,  # noqa: F811
+) -> None:
+    page = browser_context.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+
+    page.goto(f"{console_server.api_url}/docs")
+
+    expect(page.locator(".swagger-ui .opblock").first).to_be_visible()
+    screenshot(page, "desktop-api-docs")
+    assert requested
+    assert [
+        url for url in requested if not url.startswith(f"{console_server.api_url}/")
+    ] == []
