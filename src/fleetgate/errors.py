@@ -234,6 +234,7 @@ class DeviceRejected(FleetgateError):
         certificate_id: str | None = None,
         fingerprint: str | None = None,
         psk_id: str | None = None,
+        device_id: str | None = None,
     ) -> None:
         super().__init__(message, reason=reason)
         self.project_id = project_id
@@ -241,20 +242,23 @@ class DeviceRejected(FleetgateError):
         self.fingerprint = fingerprint
         # The part of a PSK identity before "@<project>", for PSK devices.
         self.psk_id = psk_id
+        # The device record refused, when the refusal comes from it.
+        self.device_id = device_id
 
     def log_fields(self) -> str:
         """Render the context as ``key=value`` fields for a log line."""
+        device = "" if self.device_id is None else f" device={self.device_id}"
         if self.psk_id is not None:
             return (
                 f"project={self.project_id or '-'} "
                 f"psk_id={self.psk_id} "
-                f"reason={self.reason}"
+                f"reason={self.reason}{device}"
             )
         return (
             f"project={self.project_id or '-'} "
             f"cert_id={self.certificate_id or '-'} "
             f"reason={self.reason} "
-            f"fingerprint={self.fingerprint or '-'}"
+            f"fingerprint={self.fingerprint or '-'}{device}"
         )
 
 

@@ -8,7 +8,7 @@ that devices verify the gateway with. If nothing is rotated, a device
 loses service at the earliest ``notAfter`` among these.
 
 :func:`expiry_forecast` counts enabled devices by that date, week by
-week from ``now``, and lists each CA certificate and each server
+week from 00:00 UTC of the day of ``now``, and lists each CA certificate and each server
 certificate with the number of devices whose service it ends first.
 Devices that never connected have no certificate on record and are not
 counted; devices that connected only before chains were recorded are
@@ -134,9 +134,10 @@ def expiry_forecast(
 ) -> ExpiryForecast:
     """Count the project's enabled devices by the week they lose service.
 
-    Week ``i`` covers ``[now + i weeks, now + (i + 1) weeks)``. A device
-    whose certificates all outlast the last week counts in ``beyond``,
-    one whose service already ended in ``expired``. ``server_chain`` is
+    Week ``i`` covers ``[start + i weeks, start + (i + 1) weeks)``, where
+    ``start`` is 00:00 UTC of the day of ``now``, so weeks read as whole
+    days. A device whose certificates all outlast the last week counts in
+    ``beyond``, one whose service already ended by ``now`` in ``expired``. ``server_chain`` is
     the server certificate chain and the root devices hold; every device
     depends on each of them. Raises NotFound for an unknown project.
     """
@@ -167,7 +168,8 @@ def expiry_forecast(
             )
         ).all()
 
-    horizon = now + weeks * WEEK
+    start = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    horizon = start + weeks * WEEK
     counts = [[0, 0, 0] for _ in range(weeks)]
     expired = beyond = 0
     server_fingerprints = [
@@ -199,7 +201,7 @@ def expiry_forecast(
         elif lost_at >= horizon:
             beyond += 1
         else:
-            week = int((lost_at - now) / WEEK)
+            week = int((lost_at - start) / WEEK)
             if cause is None:
                 column = 0
             elif tracked[cause].kind == "ca":
@@ -212,8 +214,8 @@ def expiry_forecast(
         now=now,
         weeks=[
             WeekForecast(
-                start=now + index * WEEK,
-                end=now + (index + 1) * WEEK,
+                start=start + index * WEEK,
+                end=start + (index + 1) * WEEK,
                 devices=sum(count),
                 by_device_certificate=count[0],
                 by_ca=count[1],

@@ -388,6 +388,7 @@ def _disabled(
         project_id=project_id,
         certificate_id=certificate_id,
         fingerprint=fingerprint,
+        device_id=device_id,
     )
 
 

@@ -194,6 +194,12 @@ def test_bad_key_shows_error_at_field(
     assert "fleetgate_session" not in browser.cookies
 
 
+def test_bad_key_error_names_admin_key(browser: TestClient) -> None:
+    response = post_sign_in(browser, "fgk_" + "x" * 43)
+    assert "the admin key" in response.text
+    assert "fleetgate serve" in response.text
+
+
 def test_revoked_key_cannot_sign_in(
     browser: TestClient, database: Database, acme_key: apikeys.IssuedApiKey
 ) -> None:

@@ -29,7 +29,9 @@ def test_start_list_release(invoke: Invoke, database: Database, tmp_path: Path) 
     invoke(app, "manifest", "import", str(manifest), "--batch", "l1", "-p", "acme")
 
     started = invoke(app, "quarantine", "start", "--batch", "l1", "-p", "acme")
-    match = re.search(r"Started quarantine ([0-9a-f]{24}): 1 devices", started.stdout)
+    match = re.search(
+        r"Started quarantine ([0-9a-f]{24}): 1 device disabled", started.stdout
+    )
     assert match is not None, started.output
     disabled = devices.list_devices(database, "acme").items[0].enabled
     listed = invoke(app, "quarantine", "list", "-p", "acme")
@@ -37,7 +39,7 @@ def test_start_list_release(invoke: Invoke, database: Database, tmp_path: Path) 
 
     assert not disabled
     assert match.group(1) in listed.stdout
-    assert "1 devices enabled" in released.stdout
+    assert "1 device enabled" in released.stdout
     assert devices.list_devices(database, "acme").items[0].enabled
 
 
@@ -48,3 +50,15 @@ def test_start_needs_one_target(invoke: Invoke) -> None:
 
     assert result.exit_code == 1
     assert "give either a manifest batch or a CA fingerprint" in result.output
+
+
+def test_start_without_devices_says_zero(invoke: Invoke, tmp_path: Path) -> None:
+    assert invoke(projects_app, "create", "acme").exit_code == 0
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("certificate_id\nsn-never-seen\n")
+    invoke(app, "manifest", "import", str(manifest), "--batch", "l1", "-p", "acme")
+
+    started = invoke(app, "quarantine", "start", "--batch", "l1", "-p", "acme")
+
+    assert started.exit_code == 0, started.output
+    assert ": 0 devices disabled" in started.stdout

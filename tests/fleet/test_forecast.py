@@ -69,7 +69,8 @@ class Fleet:
         ).device_id
 
     def week_of(self, cert: x509.Certificate) -> int:
-        return int((cert.not_valid_after_utc - self.now) / WEEK)
+        midnight = self.now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return int((cert.not_valid_after_utc - midnight) / WEEK)
 
 
 @pytest.fixture
@@ -105,6 +106,15 @@ def test_week_start_matches_certificate_date(fleet: Fleet) -> None:
     week = result.weeks[fleet.week_of(fleet.pki.intermediate)]
 
     assert week.start <= fleet.pki.intermediate.not_valid_after_utc < week.end
+
+
+def test_weeks_start_at_midnight_utc(fleet: Fleet) -> None:
+    evening = dt.datetime(2027, 1, 1, 19, 30, tzinfo=dt.UTC)
+
+    result = expiry_forecast(fleet.pki.db, PROJECT, now=evening, weeks=2)
+
+    assert result.weeks[0].start == dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+    assert result.weeks[1].start == dt.datetime(2027, 1, 8, tzinfo=dt.UTC)
 
 
 def test_expired_and_disabled_devices(fleet: Fleet) -> None:

@@ -356,3 +356,18 @@ class TestServerCloseReason:
             assert new.request("GET", ".d").successful
             assert self.closed_reason(database) == "session_replaced"
         assert sessions_closed("session_replaced") == before + 1
+
+
+def test_disabled_device_refusal_names_device(
+    gateway: GatewayThread, pki: FleetPki, database: Database
+) -> None:
+    device = devices.create_device(database, PROJECT, "sensor-1")
+    devices.update_device(database, PROJECT, device.id, enabled=False)
+
+    with connect(gateway, pki.device("sensor-1")) as client:
+        assert client.request("GET", ".d").code.dotted == "4.03"
+
+    events = wait_for_events(database, lambda found: bool(found))
+    by_reason = connections.list_events(database, PROJECT, reason="device_disabled")
+    assert [event.device_id for event in events] == [device.id]
+    assert [event.device_id for event in by_reason] == [device.id]

@@ -148,3 +148,10 @@ def short_fingerprint(fingerprint: str) -> str:
 def format_enabled(enabled: bool) -> str:
     """Render an enabled flag as a table cell."""
     return "yes" if enabled else "[red]no[/]"
+
+
+def count_of(count: int, noun: str, plural: str | None = None) -> str:
+    """Render ``count`` with ``noun`` in the singular or plural, as "1 device"."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {plural or noun + 's'}"

@@ -22,6 +22,7 @@ from fleetgate.cli.common import (
     DatabaseUrlOption,
     DataDirOption,
     ProjectOption,
+    count_of,
     exit_on_error,
     format_time,
     opened_database,
@@ -115,13 +116,13 @@ def report(
         table.add_row(
             "possible clone",
             escape(suspect.certificate_id),
-            "-",
+            escape(result.clone_batches.get(suspect.certificate_id, "-")),
             f"{', '.join(suspect.addresses)} at {format_time(suspect.detected_at)}",
         )
     print_table(table)
     print_message(
         f"{len(result.unlisted)} not listed, {len(result.never_seen)} never "
-        f"seen, {len(result.clone_suspects)} possible clones"
+        f"seen, {count_of(len(result.clone_suspects), 'possible clone')}"
     )
 
 

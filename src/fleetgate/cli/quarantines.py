@@ -17,6 +17,7 @@ from fleetgate.cli.common import (
     DatabaseUrlOption,
     DataDirOption,
     ProjectOption,
+    count_of,
     exit_on_error,
     format_time,
     opened_database,
@@ -54,7 +55,8 @@ def start(
             db, project_id, batch=batch, ca_fingerprint=ca, actor=CLI_ACTOR
         )
     print_message(
-        f"Started quarantine {record.id}: {len(record.device_ids)} devices disabled"
+        f"Started quarantine {record.id}: "
+        f"{count_of(len(record.device_ids), 'device')} disabled"
     )
 
 
@@ -73,7 +75,8 @@ def release(
             db, project_id, quarantine_id, actor=CLI_ACTOR
         )
     print_message(
-        f"Released quarantine {record.id}: {len(record.device_ids)} devices enabled"
+        f"Released quarantine {record.id}: "
+        f"{count_of(len(record.device_ids), 'device')} enabled"
     )
 
 

@@ -54,7 +54,11 @@ class PskPeer:
     def rejection(self, message: str, reason: Reason) -> DeviceRejected:
         """Build the refusal of this peer, carrying its log fields."""
         return DeviceRejected(
-            message, reason=reason, project_id=self.project_id, psk_id=self.psk_id
+            message,
+            reason=reason,
+            project_id=self.project_id,
+            psk_id=self.psk_id,
+            device_id=self.device_id,
         )
 
 

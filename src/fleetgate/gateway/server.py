@@ -382,6 +382,7 @@ async def _check_still_enabled(
             project_id=identity.project_id,
             certificate_id=identity.certificate_id,
             fingerprint=identity.fingerprint,
+            device_id=device.device_id,
         )
     try:
         record = await reads.read(
@@ -398,6 +399,7 @@ async def _check_still_enabled(
             project_id=identity.project_id,
             certificate_id=identity.certificate_id,
             fingerprint=identity.fingerprint,
+            device_id=device.device_id,
         ) from exc
     if not record.enabled:
         raise DeviceRejected(
@@ -406,6 +408,7 @@ async def _check_still_enabled(
             project_id=identity.project_id,
             certificate_id=identity.certificate_id,
             fingerprint=identity.fingerprint,
+            device_id=device.device_id,
         )
 
 

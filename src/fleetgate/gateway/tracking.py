@@ -105,7 +105,7 @@ class ConnectionTracker:
     def device_rejected(
         self, session: DtlsSession, identity: object, exc: DeviceRejected
     ) -> None:
-        """Record a verified device refused by its record (disabled, deleted)."""
+        """Record a verified device refused by its record (disabled, not listed)."""
         metrics.HANDSHAKES.labels(result="rejected", reason=exc.reason).inc()
         project_id = exc.project_id or getattr(identity, "project_id", None)
         if project_id is None:
@@ -118,6 +118,7 @@ class ConnectionTracker:
                 ConnectionResult.REJECTED,
                 reason=exc.reason,
                 certificate_id=exc.certificate_id,
+                device_id=exc.device_id,
                 fingerprint=exc.fingerprint,
             )
         )

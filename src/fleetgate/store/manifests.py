@@ -90,6 +90,8 @@ class ManifestReport:
     never_seen: list[tuple[str, str]]
     # Certificate IDs seen from two addresses at once, from the connection log.
     clone_suspects: list[connections.CloneSuspect]
+    # The batch of each suspect's certificate ID that a batch lists.
+    clone_batches: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def validate_batch(batch: str) -> str:
@@ -465,8 +467,20 @@ def manifest_report(db: Database, project_id: str) -> ManifestReport:
         never_seen_entries = [
             (batch, certificate_id) for batch, certificate_id in never_seen
         ]
+        suspects = connections.clone_suspects(db, project_id)
+        suspect_ids = sorted({suspect.certificate_id for suspect in suspects})
+        clone_batches = {
+            certificate_id: batch
+            for batch, certificate_id in session.execute(
+                select(ManifestEntry.batch, ManifestEntry.certificate_id).where(
+                    ManifestEntry.project_id == project_id,
+                    ManifestEntry.certificate_id.in_(suspect_ids),
+                )
+            )
+        }
     return ManifestReport(
         unlisted=unlisted_ids,
         never_seen=never_seen_entries,
-        clone_suspects=connections.clone_suspects(db, project_id),
+        clone_suspects=suspects,
+        clone_batches=clone_batches,
     )

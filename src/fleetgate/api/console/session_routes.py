@@ -129,8 +129,9 @@ def _sign_in_error(exc: Unauthenticated) -> str:
             "This API key was revoked. Create a new one with 'fleetgate apikey create'."
         )
     return (
-        "This API key is not valid. Paste the whole key that "
-        "'fleetgate apikey create' printed, starting with fgk_."
+        "This API key is not valid. Paste the whole key, starting with fgk_: "
+        "the admin key that 'fleetgate serve' printed at its first start, or "
+        "a key that 'fleetgate apikey create' printed."
     )
 
 
