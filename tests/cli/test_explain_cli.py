@@ -62,6 +62,14 @@ def test_explain_missing_file_is_one_line(invoke: Invoke, tmp_path: Path) -> Non
     assert "cannot read certificate" in result.output
 
 
+def _stranger_leaf(tmp_path: Path) -> Path:
+    """Write a device certificate from a CA the project does not know."""
+    other_key, other_root = tools.make_root("Stranger Root")
+    csr = tools.make_device_csr(tools.make_device_key(), "acme", "sensor-1")
+    leaf = tools.sign_device_csr(csr, other_key, other_root)
+    return _write(tmp_path / "leaf.pem", [leaf])
+
+
 def test_explain_disabled_device_exits_rejected(
     invoke: Invoke, database: Database, tmp_path: Path
 ) -> None:
@@ -81,11 +89,7 @@ def test_explain_refused_chain_skips_association(
     invoke: Invoke, database: Database, tmp_path: Path
 ) -> None:
     ProjectPki(database)
-    other_key, other_root = tools.make_root("Stranger Root")
-    csr = tools.make_device_csr(tools.make_device_key(), "acme", "sensor-1")
-    cert = _write(
-        tmp_path / "leaf.pem", [tools.sign_device_csr(csr, other_key, other_root)]
-    )
+    cert = _stranger_leaf(tmp_path)
 
     result = invoke(app, "pki", "explain", str(cert), "-p", "acme", "--json")
     body = json.loads(result.stdout)
@@ -100,11 +104,7 @@ def test_explain_refused_chain_says_association_not_reached(
     invoke: Invoke, database: Database, tmp_path: Path
 ) -> None:
     ProjectPki(database)
-    other_key, other_root = tools.make_root("Stranger Root")
-    csr = tools.make_device_csr(tools.make_device_key(), "acme", "sensor-1")
-    cert = _write(
-        tmp_path / "leaf.pem", [tools.sign_device_csr(csr, other_key, other_root)]
-    )
+    cert = _stranger_leaf(tmp_path)
 
     result = invoke(app, "pki", "explain", str(cert), "-p", "acme")
 
