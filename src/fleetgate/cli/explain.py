@@ -5,10 +5,11 @@ registered CA certificates and policy, and prints the verdict, the path
 with the anchor, every rule's outcome, the association rule that would
 apply and what expires first. Nothing in the database changes.
 
-Exit codes: 0 when the gateway would accept the device, 3 when it would
-reject it (the chain, or the association: a disabled device, a
-certificate ID missing from a required manifest), 1 when the command
-fails (an unreadable file, an unknown project) and 2 for a usage error.
+Exit codes: 0 when the gateway would accept the device, and 3 when it
+would reject the chain or the association (a disabled device, or a
+certificate ID missing from a required manifest). The command exits 1
+when it fails, as for an unreadable file or an unknown project, and 2
+for a usage error.
 """
 
 from __future__ import annotations
