@@ -45,7 +45,7 @@ from OpenSSL import SSL
 
 from fleetgate.errors import Reason
 from fleetgate.gateway import protection, records
-from fleetgate.gateway.tls import session_identity
+from fleetgate.gateway.tls import check_finished_received, session_identity
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +149,16 @@ class DtlsSession:
         connection = self._connection
         if connection is None:
             return False
+        finished = False
         if self.state is SessionState.HANDSHAKING:
-            self._note_received_sequences(datagram)
+            finished = self._note_received_sequences(datagram)
         connection.bio_write(datagram)
         if self.state is SessionState.HANDSHAKING:
             self._advance_handshake(connection)
+            if finished and self.state is SessionState.HANDSHAKING:
+                # A PSK handshake still running after the client's
+                # Finished means the Finished did not decrypt.
+                check_finished_received(connection)
         if self.state is SessionState.ESTABLISHED and self._protection is None:
             self._read_application_data(connection)
         if self._connection is not None:
@@ -266,11 +271,19 @@ class DtlsSession:
         connection.set_app_data(None)
         self._connection = None
 
-    def _note_received_sequences(self, datagram: bytes) -> None:
+    def _note_received_sequences(self, datagram: bytes) -> bool:
+        """Track the peer's sequence numbers; tell whether a Finished arrived.
+
+        A handshake record after epoch 0 is the client's Finished.
+        """
+        finished = False
         for record in records.iter_records(datagram):
             epoch, high, low = struct.unpack_from("!HHI", record, 3)
             if epoch == protection.FIRST_EPOCH:
                 self._highest_received = max(self._highest_received, high << 32 | low)
+            if epoch != 0 and record[0] == records.CONTENT_HANDSHAKE:
+                finished = True
+        return finished
 
     def _open_records(
         self, layer: protection.RecordProtection, datagram: bytes

@@ -25,7 +25,6 @@ API, so this callback is installed through cryptography's binding too.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import weakref
@@ -78,6 +77,10 @@ _VERIFY_CALLBACKS: weakref.WeakKeyDictionary[SSL.Context, Any] = (
 _PSK_CALLBACKS: weakref.WeakKeyDictionary[SSL.Context, Any] = (
     weakref.WeakKeyDictionary()
 )
+# Each context's check of a PSK handshake's Finished.
+_FINISHED_CHECKS: weakref.WeakKeyDictionary[SSL.Context, FinishedCheck] = (
+    weakref.WeakKeyDictionary()
+)
 
 # pyOpenSSL names no DTLS version constants; this is OpenSSL's DTLS1_2_VERSION.
 DTLS1_2_VERSION = 0xFEFD
@@ -106,11 +109,6 @@ PskAuthenticator = Callable[[object, bytes], tuple[object, bytes]]
 # Called with a session and its PSK identity after the client's Finished
 # arrived; the handshake has failed when the session is still handshaking.
 FinishedCheck = Callable[[object, object], None]
-
-# OpenSSL's message callback reports each record header it reads as this
-# pseudo content type (SSL3_RT_HEADER), before the record is decrypted.
-_RECORD_HEADER = 256
-_CONTENT_HANDSHAKE = 22
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,8 +144,10 @@ def build_server_context(
 
     DTLS drops a record that fails to decrypt (RFC 6347 4.1.2.7), so a
     client with the wrong key never gets an alert: its Finished simply
-    vanishes. ``check_psk_finished`` runs right after each such record
-    was handled, so the gateway can tell a refused key from a lost one.
+    vanishes. ``check_psk_finished`` runs through
+    :func:`check_finished_received` once a datagram holding the Finished
+    of a PSK handshake was handled, so the gateway can tell a refused
+    key from a lost one.
     """
     context = SSL.Context(SSL.DTLS_SERVER_METHOD)
     context.set_min_proto_version(DTLS1_2_VERSION)
@@ -169,7 +169,9 @@ def build_server_context(
     context.set_cookie_verify_callback(verify_cookie)
     _install_verify_callback(context, authenticate)
     if authenticate_psk is not None:
-        _install_psk_callback(context, authenticate_psk, check_psk_finished)
+        _install_psk_callback(context, authenticate_psk)
+        if check_psk_finished is not None:
+            _FINISHED_CHECKS[context] = check_psk_finished
     return context
 
 
@@ -199,9 +201,7 @@ def _install_verify_callback(context: SSL.Context, authenticate: Authenticator) 
 
 
 def _install_psk_callback(
-    context: SSL.Context,
-    authenticate_psk: PskAuthenticator,
-    check_finished: FinishedCheck | None,
+    context: SSL.Context, authenticate_psk: PskAuthenticator
 ) -> None:
     def find_psk(ssl_ptr: Any, identity: Any, psk: Any, max_psk_len: int) -> int:
         try:
@@ -210,56 +210,29 @@ def _install_psk_callback(
             log.exception("PSK callback failed")
             return 0
 
-    def read_message(
-        write_p: int,
-        version: int,
-        content_type: int,
-        buf: Any,
-        length: int,
-        ssl_ptr: Any,
-        arg: Any,
-    ) -> None:
-        if write_p or content_type != _RECORD_HEADER or check_finished is None:
-            return
-        try:
-            _note_encrypted_handshake(buf, length, ssl_ptr, check_finished)
-        except Exception:
-            log.exception("PSK message callback failed")
-
-    callbacks = (
-        _ffi.callback(
-            "unsigned int (*)(SSL *, const char *, unsigned char *, unsigned int)",
-            find_psk,
-        ),
-        _ffi.callback(
-            "void (*)(int, int, int, const void *, size_t, SSL *, void *)",
-            read_message,
-        ),
+    callback = _ffi.callback(
+        "unsigned int (*)(SSL *, const char *, unsigned char *, unsigned int)",
+        find_psk,
     )
     # A collected callback would leave OpenSSL calling freed memory.
-    _PSK_CALLBACKS[context] = callbacks
-    _lib.SSL_CTX_set_psk_server_callback(context._context, callbacks[0])
-    if check_finished is not None:
-        _lib.SSL_CTX_set_msg_callback(context._context, callbacks[1])
+    _PSK_CALLBACKS[context] = callback
+    _lib.SSL_CTX_set_psk_server_callback(context._context, callback)
 
 
-def _note_encrypted_handshake(
-    buf: Any, length: int, ssl_ptr: Any, check_finished: FinishedCheck
-) -> None:
-    # A DTLS record header: type, version (2), epoch (2), sequence (6),
-    # length (2). A handshake record after epoch 0 is the client's Finished.
-    header = bytes(_ffi.buffer(buf, min(length, 5)))
-    if len(header) < 5 or header[0] != _CONTENT_HANDSHAKE or header[3:5] == b"\0\0":
-        return
-    connection = SSL.Connection._reverse_mapping.get(ssl_ptr)
-    if connection is None:
-        return
+def check_finished_received(connection: SSL.Connection) -> None:
+    """Run the context's Finished check on a PSK handshake.
+
+    The caller passes a connection that has just handled a datagram
+    holding an encrypted handshake record, the client's Finished, and
+    is still handshaking. A certificate handshake returns at once.
+    """
     session = connection.get_app_data()
     verdict = getattr(session, "tls_verdict", None)
-    if isinstance(verdict, _Verdict) and verdict.psk and verdict.error_code == 0:
-        # Runs once OpenSSL has handled the datagram, and the session has
-        # either completed its handshake or dropped the Finished.
-        asyncio.get_running_loop().call_soon(check_finished, session, verdict.identity)
+    if not (isinstance(verdict, _Verdict) and verdict.psk and verdict.error_code == 0):
+        return
+    check = _FINISHED_CHECKS.get(connection.get_context())
+    if check is not None:
+        check(session, verdict.identity)
 
 
 def _find_psk(
