@@ -105,10 +105,11 @@ class DeviceRateLimits:
     # tens of entries in a second.
     log_rate: float = 20.0
     log_burst: int = 50
-    # LightDB Stream values: telemetry is typically seconds apart, and a
-    # device may post several paths at once.
-    stream_rate: float = 5.0
-    stream_burst: int = 20
+    # LightDB Stream values: telemetry is typically seconds apart, but a
+    # device may post several paths at once, or sample fast for a while,
+    # so the limit matches the log's.
+    stream_rate: float = 20.0
+    stream_burst: int = 50
     # Settings status reports: one per settings read, and the SDK reads
     # once per registered setting at boot, then on each change.
     status_rate: float = 1.0

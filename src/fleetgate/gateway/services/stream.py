@@ -7,8 +7,8 @@ ones block-wise. Each post is stored as one record with the path below
 ``.s/logs`` are device logs, handed to the log service.
 
 A device posting faster than its rate limit
-(:class:`~fleetgate.config.DeviceRateLimits`, 5 values per second with
-bursts of 20 by default) gets 4.29 Too Many Requests with Max-Age, the
+(:class:`~fleetgate.config.DeviceRateLimits`, 20 values per second with
+bursts of 50 by default) gets 4.29 Too Many Requests with Max-Age, the
 seconds until it may post again, and the value is not stored. The SDK
 takes the 4.29 as a failed post, so the device learns that the value
 is lost.
