@@ -279,7 +279,8 @@ def test_desired_counter_is_applied_once(
 
 
 def test_flooding_device_is_slowed(fleet: Fleet, simulators: list[Simulator]) -> None:
-    options = ("--duration", "3", "--interval", "0.05", "--logs-per-interval", "50")
+    # Many logs per reading, so that only the log limit is reached.
+    options = ("--duration", "3", "--interval", "0.5", "--logs-per-interval", "200")
     simulator = simulate(simulators, fleet, "sensor-flood", *options)
     status = simulator.finish()
     stopped = simulator.wait_for("stopped")
