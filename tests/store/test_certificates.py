@@ -22,6 +22,7 @@ from fleetgate.store.certificates import (
     list_ca_certificates,
     set_ca_certificate_enabled,
     trust_for,
+    trust_version,
 )
 from fleetgate.store.database import Database
 from fleetgate.store.projects import create_project
@@ -202,3 +203,42 @@ def test_trust_for_carries_project_policy(db: Database) -> None:
     trust = trust_for(db, "other")
     assert trust is not None
     assert trust.policy.require_v3 is True
+
+
+def test_trust_version_of_unknown_project_is_empty(db: Database) -> None:
+    assert trust_version(db, "nowhere") == ()
+
+
+def test_trust_version_unchanged_without_change(db: Database, root: SigningCa) -> None:
+    add_ca_certificate(db, "acme", root.pem)
+
+    assert trust_version(db, "acme") == trust_version(db, "acme")
+
+
+def test_trust_version_follows_ca_changes(db: Database, root: SigningCa) -> None:
+    empty = trust_version(db, "acme")
+    record = add_ca_certificate(db, "acme", root.pem)
+    added = trust_version(db, "acme")
+    set_ca_certificate_enabled(db, "acme", record.id, False)
+    disabled = trust_version(db, "acme")
+    set_ca_certificate_enabled(db, "acme", record.id, True)
+    enabled = trust_version(db, "acme")
+    delete_ca_certificate(db, "acme", record.id)
+    deleted = trust_version(db, "acme")
+
+    assert added != empty
+    assert disabled != added
+    assert disabled == empty
+    assert enabled == added
+    assert deleted == empty
+
+
+def test_trust_version_follows_policy(db: Database) -> None:
+    assert trust_version(db, "acme") != trust_version(db, "other")
+
+
+def test_trust_version_is_per_project(db: Database, root: SigningCa) -> None:
+    before = trust_version(db, "other")
+    add_ca_certificate(db, "acme", root.pem)
+
+    assert trust_version(db, "other") == before

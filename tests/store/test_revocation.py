@@ -17,6 +17,7 @@ from fleetgate.store.certificates import (
     get_ca_certificate,
     set_ca_certificate_enabled,
     trust_for,
+    trust_version,
 )
 from fleetgate.store.database import Database
 from fleetgate.store.projects import create_project
@@ -161,3 +162,20 @@ def test_deleting_ca_deletes_its_crl(db: Database, root: SigningCa) -> None:
 
     assert trust is not None
     assert trust.revoked == {}
+
+
+def test_trust_version_follows_crl_loads(db: Database, root: SigningCa) -> None:
+    ca_id = register(db, root)
+    without = trust_version(db, PROJECT)
+    revocation.load_revocation_list(
+        db, PROJECT, ca_id, make_crl(root, (5,)).public_bytes(Encoding.DER)
+    )
+    first = trust_version(db, PROJECT)
+    newer = make_crl(root, (5, 6), number=2)
+    revocation.load_revocation_list(
+        db, PROJECT, ca_id, newer.public_bytes(Encoding.DER)
+    )
+    replaced = trust_version(db, PROJECT)
+
+    assert first != without
+    assert replaced != first

@@ -93,7 +93,10 @@ class Gateway:
         self._psk_refresher: asyncio.Task[None] | None = None
         self.settings = settings
         self.state = GatewayState.CREATED
-        self.trust = TrustCache(lambda project: certificates.trust_for(db, project))
+        self.trust = TrustCache(
+            lambda project: certificates.trust_for(db, project),
+            version=lambda project: certificates.trust_version(db, project),
+        )
         self.verifier = ChainVerifier(self.trust)
         self.router = Router()
         self.router.add(".d", StateService(db).handle)

@@ -6,7 +6,9 @@ stall every other session. Anchors are therefore read once per project
 and kept for ``ttl`` seconds. A CA certificate disabled, deleted or added
 through another process takes effect within that time; one changed
 through this process's own API is dropped from the cache at once by
-:meth:`TrustCache.invalidate`.
+:meth:`TrustCache.invalidate`. Given a version reader, the cache reads
+only a cheap summary of the project's trust when ``ttl`` has passed, and
+loads the anchors again only when that summary changed.
 
 While the database is unreachable, a project's last anchors are served
 again, and reloaded at most once per ``ttl``. A project not seen since
@@ -17,10 +19,11 @@ an internal_error alert.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from fleetgate.errors import StoreUnavailable
 from fleetgate.pki.verify import ProjectTrust
@@ -34,17 +37,32 @@ DEFAULT_TTL = 2.0
 MAX_PROJECTS = 10_000
 
 TrustLoader = Callable[[str], ProjectTrust | None]
+# Returns a value that changes whenever the loader's result would.
+VersionReader = Callable[[str], Hashable]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    checked_at: float
+    trust: ProjectTrust | None
+    # None without a version reader, or when the store was down.
+    version: Hashable
 
 
 class TrustCache:
     """Serves :class:`ProjectTrust` per project from memory, reloading when stale."""
 
-    def __init__(self, load: TrustLoader, *, ttl: float = DEFAULT_TTL) -> None:
+    def __init__(
+        self,
+        load: TrustLoader,
+        *,
+        ttl: float = DEFAULT_TTL,
+        version: VersionReader | None = None,
+    ) -> None:
         self._load = load
+        self._read_version = version
         self._ttl = ttl
-        self._entries: collections.OrderedDict[
-            str, tuple[float, ProjectTrust | None]
-        ] = collections.OrderedDict()
+        self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def anchors_for(self, project_id: str) -> ProjectTrust | None:
@@ -52,22 +70,31 @@ class TrustCache:
         now = time.monotonic()
         with self._lock:
             entry = self._entries.get(project_id)
-            if entry is not None and now - entry[0] < self._ttl:
+            if entry is not None and now - entry.checked_at < self._ttl:
                 self._entries.move_to_end(project_id)
-                return entry[1]
+                return entry.trust
 
+        version: Hashable = None
         try:
-            trust = self._load(project_id)
+            # Read before the anchors: a change in between only costs
+            # one more load at the next check.
+            if self._read_version is not None:
+                version = self._read_version(project_id)
+            if entry is not None and version is not None and version == entry.version:
+                trust = entry.trust
+            else:
+                trust = self._load(project_id)
         except StoreUnavailable:
             if entry is None:
                 raise
             # Finish the handshake on the anchors last read, so the device
             # learns from a 5.03 that the outage is temporary. Nothing is
             # served meanwhile, since association needs the database too.
-            trust = entry[1]
+            trust = entry.trust
+            version = None
 
         with self._lock:
-            self._entries[project_id] = (now, trust)
+            self._entries[project_id] = _Entry(now, trust, version)
             self._entries.move_to_end(project_id)
             while len(self._entries) > MAX_PROJECTS:
                 self._entries.popitem(last=False)

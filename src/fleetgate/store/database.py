@@ -29,7 +29,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -377,6 +377,23 @@ class PreparedRead:
 
     def fetch_one(self, db: Database, **params: str) -> tuple[Any, ...] | None:
         """Run the statement with ``params`` and return its first row."""
+        compiled, bound = self._bind(db, params)
+        with db.dbapi_cursor() as cursor:
+            cursor.execute(compiled.sql, bound)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        return compiled.convert(row)
+
+    def fetch_all(self, db: Database, **params: str) -> list[tuple[Any, ...]]:
+        """Run the statement with ``params`` and return every row."""
+        compiled, bound = self._bind(db, params)
+        with db.dbapi_cursor() as cursor:
+            cursor.execute(compiled.sql, bound)
+            rows = cursor.fetchall()
+        return [compiled.convert(row) for row in rows]
+
+    def _bind(self, db: Database, params: dict[str, str]) -> tuple[_CompiledRead, Any]:
         compiled = self._compiled.get(db.dialect)
         if compiled is None:
             compiled = self._compiled[db.dialect] = _compile(
@@ -387,15 +404,7 @@ class PreparedRead:
             if compiled.order is None
             else tuple(params[name] for name in compiled.order)
         )
-        with db.dbapi_cursor() as cursor:
-            cursor.execute(compiled.sql, bound)
-            row = cursor.fetchone()
-        if row is None:
-            return None
-        return tuple(
-            value if process is None else process(value)
-            for process, value in zip(compiled.processors, row, strict=True)
-        )
+        return compiled, bound
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,6 +413,13 @@ class _CompiledRead:
     # Parameter names in binding order, or None when the driver binds by name.
     order: tuple[str, ...] | None
     processors: tuple[Callable[[Any], Any] | None, ...]
+
+    def convert(self, row: Sequence[Any]) -> tuple[Any, ...]:
+        """Convert a DB-API row to the column types' Python values."""
+        return tuple(
+            value if process is None else process(value)
+            for process, value in zip(self.processors, row, strict=True)
+        )
 
 
 def _compile(statement: Select[*tuple[Any, ...]], dialect: Dialect) -> _CompiledRead:
