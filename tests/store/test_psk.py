@@ -245,7 +245,8 @@ def test_deleting_device_deletes_its_credentials(
         pytest.param("61" * 32, "distinct byte values", id="fail/repeated"),
         pytest.param("0102" * 16, "distinct byte values", id="fail/pattern"),
         pytest.param("not hex at all", "not hexadecimal", id="fail/not-hex"),
-        pytest.param("abc", "not hexadecimal", id="fail/odd-length"),
+        pytest.param("abc", "odd number of hex digits (3)", id="fail/odd-length"),
+        pytest.param("abz", "not hexadecimal", id="fail/odd-length-not-hex"),
     ],
 )
 def test_weak_key_is_rejected(hex_key: str, fragment: str) -> None:

@@ -154,7 +154,8 @@ def parse_psk_identity(identity: str) -> PskIdentity:
 def decode_psk(hex_key: str) -> bytes:
     """Decode a hexadecimal key and check its strength, or raise InvalidInput."""
     compact = "".join(hex_key.split())
-    if len(compact) % 2 == 1:
+    digits_only = all(char in string.hexdigits for char in compact)
+    if digits_only and len(compact) % 2 == 1:
         raise InvalidInput(
             f"cannot use the pre-shared key: it has an odd number of hex digits "
             f"({len(compact)}); give two digits per key byte, such as the "
