@@ -371,17 +371,14 @@ def test_psk_device_is_simulated(fleet: Fleet, simulators: list[Simulator]) -> N
     data_dir = fleet.server.data_dir
     identity = f"sensor-psk@{PROJECT}"
     fleetgate(data_dir, "device", "create", "--project", PROJECT, "sensor-psk")
-    added = fleetgate(
-        data_dir,
-        "psk",
-        "add",
-        "--project",
-        PROJECT,
-        "sensor-psk",
-        "--identity",
-        identity,
+    # Through the API the running gateway loads the credential at once; one
+    # added from the command line is picked up at its next reload.
+    added = fleet.api.post(
+        f"{fleet.device_path('sensor-psk')}/credentials", json={"identity": identity}
     )
-    credentials = ("--psk-id", identity, "--psk", added.stdout.strip())
+    added.raise_for_status()
+    key = added.json()["data"]["preSharedKey"]
+    credentials = ("--psk-id", identity, "--psk", key)
     options = ("--duration", "2", "--interval", "0.5")
     simulator = Simulator(fleet.server, *credentials, *options)
     simulators.append(simulator)
