@@ -68,7 +68,7 @@ def observe_rpc(device: DeviceClient) -> Message:
     return receive(device)
 
 
-def receive(device: DeviceClient, timeout: float = 3.0) -> Message:
+def receive(device: DeviceClient, timeout: float = 10.0) -> Message:
     record = device.channel.receive(timeout)
     assert record is not None, "no CoAP message within the timeout"
     return Message.decode(record)
@@ -106,7 +106,7 @@ def test_call_returns_device_reply(
             pool,
             api,
             rpc_path(database),
-            {"method": "multiply", "params": [3, 4], "timeoutSeconds": 5},
+            {"method": "multiply", "params": [3, 4], "timeoutSeconds": 20},
         )
         notification = receive(device)
         assert notification.token == TOKEN
