@@ -6,9 +6,10 @@ The console's cookies are ``Secure``, so these clients talk to
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 from fastapi import FastAPI
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api.conftest import make_leaf
+from fleetgate.errors import Reason
 from fleetgate.forecast import expiry_forecast
 from fleetgate.store import (
     apikeys,
@@ -580,6 +582,33 @@ def test_device_disable_asks_first(
     assert still_enabled
     assert confirmed.status_code == 303
     assert not devices.get_device(database, "acme", device.id).enabled
+
+
+def test_device_disable_closes_sessions(
+    app: FastAPI,
+    acme_browser: TestClient,
+    device: devices.DeviceRecord,
+) -> None:
+    closed: list[tuple[str, list[str], Reason]] = []
+
+    async def close_sessions(
+        project_id: str, device_ids: Sequence[str], reason: Reason
+    ) -> int:
+        closed.append((project_id, list(device_ids), reason))
+        return len(device_ids)
+
+    app.state.fleetgate = dataclasses.replace(
+        app.state.fleetgate, close_sessions=close_sessions
+    )
+    path = f"/console/projects/acme/devices/{device.id}"
+    csrf = csrf_token(acme_browser, path)
+    response = acme_browser.post(
+        f"{path}/enabled",
+        data={"csrf_token": csrf, "enabled": "false", "confirmed": "true"},
+    )
+
+    assert response.status_code == 303
+    assert closed == [("acme", [device.id], Reason.DEVICE_DISABLED)]
 
 
 def test_enabling_needs_no_confirmation(

@@ -8,6 +8,7 @@ the API's ``POST .../data``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated
 
@@ -26,7 +27,7 @@ from fleetgate.api.console.visitor import (
 )
 from fleetgate.api.context import ContextDep
 from fleetgate.api.routes.state import parse_value
-from fleetgate.errors import InvalidInput
+from fleetgate.errors import InvalidInput, Reason
 from fleetgate.store import (
     connections,
     devices,
@@ -91,7 +92,7 @@ def device_page(
 
 
 @router.post("/{device_id}/enabled")
-def set_enabled(
+async def set_enabled(
     project_id: str,
     device_id: str,
     request: Request,
@@ -102,21 +103,33 @@ def set_enabled(
 ) -> Response:
     """Enable a device, or disable it once confirmed; a disabled one cannot connect."""
     if not enabled and not confirmed:
-        device = devices.get_device(context.db, project_id, device_id)
+        device = await asyncio.to_thread(
+            devices.get_device, context.db, project_id, device_id
+        )
+        project = await asyncio.to_thread(projects.get_project, context.db, project_id)
         page = f"/console/projects/{project_id}/devices/{device_id}"
         return confirm_disable(
             request,
             visitor,
-            projects.get_project(context.db, project_id),
+            project,
             title="Disable device",
             question=f"Disable device {device.name}?",
             consequence="Its next connection is refused until you enable it again.",
             action=f"{page}/enabled",
             cancel_url=page,
         )
-    devices.set_device_enabled(
-        context.db, project_id, device_id, enabled, actor=visitor.actor
+    await asyncio.to_thread(
+        devices.set_device_enabled,
+        context.db,
+        project_id,
+        device_id,
+        enabled,
+        actor=visitor.actor,
     )
+    # As the API does, end the device's open sessions at once rather than
+    # at their next recheck.
+    if not enabled and context.close_sessions is not None:
+        await context.close_sessions(project_id, [device_id], Reason.DEVICE_DISABLED)
     return redirect(f"/console/projects/{project_id}/devices/{device_id}")
 
 
