@@ -44,7 +44,7 @@ from fleetgate.config import (
     Settings,
 )
 from fleetgate.errors import StartupFailed
-from fleetgate.gateway.server import Gateway
+from fleetgate.gateway.server import Gateway, favour_event_loop
 from fleetgate.gateway.server_identity import (
     ServerIdentity,
     ensure_development_identity,
@@ -225,6 +225,7 @@ def serve(
                 host=api_host, port=api_port, metrics_without_key=metrics_without_key
             )
         )
+        favour_event_loop()
         try:
             asyncio.run(_run(db, identity, psk_key, gateway_settings, api_settings))
         finally:

@@ -20,6 +20,7 @@ import datetime as dt
 import enum
 import logging
 import socket
+import sys
 from collections.abc import Callable, Collection, Sequence
 
 from OpenSSL import SSL, crypto
@@ -65,6 +66,20 @@ from fleetgate.store.database import Database
 from fleetgate.store.sealing import KeyEncryptionKey
 
 log = logging.getLogger(__name__)
+
+# How long a thread may hold the GIL while another waits for it. The
+# interpreter's default of 5 ms lets a worker thread busy with a store
+# write keep the event loop from every datagram for that long, which
+# halved the connection rate under a handshake storm (bench/handshake.py).
+GIL_SWITCH_SECONDS = 0.0005
+
+
+def favour_event_loop() -> None:
+    """Let the event loop thread take the GIL back soon from worker threads.
+
+    The serving processes call this once before their event loop starts.
+    """
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
 
 
 class GatewayState(enum.Enum):

@@ -44,7 +44,7 @@ from fleetgate.gateway.channel import (
     decode,
     encode,
 )
-from fleetgate.gateway.server import Gateway
+from fleetgate.gateway.server import Gateway, favour_event_loop
 from fleetgate.gateway.services.rpc import DeviceNotConnected, RpcTimedOut
 from fleetgate.gateway.tls import ServerCredentials
 from fleetgate.log_format import LogFormat, configure_logging
@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     except FleetgateError as exc:
         _report_failure(sock, None, str(exc))
         return 1
+    favour_event_loop()
     try:
         return asyncio.run(serve(config, sock, db))
     finally:
