@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import hashlib
 import itertools
 import logging
 import threading
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from cryptography import x509
+from cryptography.hazmat.bindings.openssl.binding import Binding
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import crypto
 
@@ -65,6 +67,11 @@ MAX_ANCHOR_ATTEMPTS = 8
 MAX_CACHED_PROJECTS = 10_000
 MAX_CACHED_ANCHORS = 4096
 MAX_CACHED_STORES = 1024
+# CA certificates that devices sent, keyed by DER; least recently used
+# first out.
+MAX_CACHED_SENT = 4096
+
+_ffi = Binding.ffi
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,8 @@ class CandidatePath:
     path: list[tuple[x509.Certificate, str]]
     anchors: Sequence[_PreparedAnchor]
     violation: PolicyViolation | None = None
+    # The certificates the device sent, by fingerprint, for check_path.
+    sent: Mapping[str, _SentCertificate] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,57 @@ class _PreparedAnchor:
     openssl: crypto.X509
     # The rule this anchor breaks, checked once; raised if a path uses it.
     violation: PolicyViolation | None
+
+
+class _SentCertificate:
+    """A CA certificate as devices send it, with what its DER alone decides.
+
+    Every device of a project sends the same intermediates, so they are
+    parsed, hashed and checked against the CA rules once per DER. None
+    of this depends on a project's trust, which is judged per handshake.
+    """
+
+    __slots__ = ("_checked", "_violation", "certificate", "der", "fingerprint")
+
+    def __init__(self, certificate: x509.Certificate, der: bytes) -> None:
+        self.certificate = certificate
+        self.der = der
+        self.fingerprint = _sha256_hex(der)
+        self._checked = False
+        self._violation: PolicyViolation | None = None
+
+    def check_rules(self) -> None:
+        """Raise the CA rule this certificate breaks, found at the first call."""
+        if not self._checked:
+            try:
+                _check_ca_rules(self.certificate, _sent_role(self.certificate))
+            except PolicyViolation as exc:
+                self._violation = exc
+            # Set last: a malformed extension raises ValueError above, and
+            # the next call raises it again.
+            self._checked = True
+        _raise_copy(self._violation)
+
+
+def _sha256_hex(der: bytes) -> str:
+    # What fingerprint() returns, from the DER already at hand.
+    return hashlib.sha256(der).hexdigest()
+
+
+def _raise_copy(violation: PolicyViolation | None) -> None:
+    # A fresh exception each time: raising a cached one again would grow
+    # its traceback with every rejected handshake.
+    if violation is not None:
+        raise PolicyViolation(violation.reason, violation.detail)
+
+
+def _sent_role(cert: x509.Certificate) -> rules.Role:
+    return rules.Role("CA certificate", cert, " sent by the device")
+
+
+def _address(cert: crypto.X509) -> int:
+    """Return the address of the OpenSSL certificate behind ``cert``."""
+    return int(_ffi.cast("uintptr_t", cert._x509))
 
 
 def _registered_role(cert: x509.Certificate, cert_fingerprint: str) -> rules.Role:
@@ -171,7 +231,10 @@ class ChainVerifier:
         self._anchors: collections.OrderedDict[str, _PreparedAnchor] = (
             collections.OrderedDict()
         )
-        self._stores: collections.OrderedDict[frozenset[str], crypto.X509Store] = (
+        self._stores: collections.OrderedDict[frozenset[str], _AnchorStore] = (
+            collections.OrderedDict()
+        )
+        self._sent: collections.OrderedDict[bytes, _SentCertificate] = (
             collections.OrderedDict()
         )
         self._projects: collections.OrderedDict[
@@ -186,7 +249,11 @@ class ChainVerifier:
         now: dt.datetime | None = None,
     ) -> VerifiedDevice:
         """Return the verified identity of ``leaf``, or raise ChainRejected."""
-        return self._verify_chain(leaf, untrusted, None, now)
+        sent = [
+            self._sent_certificate(cert.public_bytes(Encoding.DER), cert)
+            for cert in untrusted
+        ]
+        return self._verify_chain(leaf, fingerprint(leaf), sent, None, now)
 
     def verify_openssl(
         self, chain: Sequence[crypto.X509], *, now: dt.datetime | None = None
@@ -195,11 +262,15 @@ class ChainVerifier:
 
         The handshake already has OpenSSL's parsed certificates, so path
         building reuses them instead of parsing each one a second time.
+        Each certificate is encoded to DER once; the leaf is parsed and
+        hashed from it, and the others are looked up by it.
         """
         if not chain:
             raise ValueError("cannot verify an empty chain: the leaf is required")
+        ders = [crypto.dump_certificate(crypto.FILETYPE_ASN1, cert) for cert in chain]
         try:
-            converted = [cert.to_cryptography() for cert in chain]
+            leaf = x509.load_der_x509_certificate(ders[0])
+            sent = [self._sent_certificate(der) for der in ders[1:]]
         except (ValueError, x509.InvalidVersion) as exc:
             # OpenSSL accepts some encodings that cryptography rejects,
             # such as X.509 v2; a device sending one is refused like any
@@ -208,16 +279,16 @@ class ChainVerifier:
                 f"cannot verify chain: a certificate is malformed ({exc})",
                 reason=Reason.MALFORMED_CERTIFICATE,
             ) from exc
-        return self._verify_chain(converted[0], converted[1:], list(chain), now)
+        return self._verify_chain(leaf, _sha256_hex(ders[0]), sent, list(chain), now)
 
     def _verify_chain(
         self,
         leaf: x509.Certificate,
-        untrusted: Sequence[x509.Certificate],
+        leaf_fingerprint: str,
+        sent: list[_SentCertificate],
         openssl_chain: list[crypto.X509] | None,
         now: dt.datetime | None,
     ) -> VerifiedDevice:
-        leaf_fingerprint = fingerprint(leaf)
         subject = device_subject(leaf)
         try:
             trust = self._source.anchors_for(subject.project_id)
@@ -227,7 +298,7 @@ class ChainVerifier:
                     f"project {subject.project_id!r} does not exist",
                 )
             path = self._verify(
-                leaf, untrusted, openssl_chain, trust, subject, now or _utcnow()
+                leaf, sent, openssl_chain, trust, subject, now or _utcnow()
             )
         except PolicyViolation as exc:
             raise ChainRejected(
@@ -264,7 +335,7 @@ class ChainVerifier:
     def _verify(
         self,
         leaf: x509.Certificate,
-        untrusted: Sequence[x509.Certificate],
+        sent: list[_SentCertificate],
         openssl_chain: list[crypto.X509] | None,
         trust: ProjectTrust,
         subject: DeviceSubject,
@@ -272,18 +343,23 @@ class ChainVerifier:
     ) -> list[tuple[x509.Certificate, str]]:
         policy = trust.policy
         check_leaf(leaf, policy, now)
-        self.check_sent(untrusted, trust, subject.project_id)
+        self.check_sent(sent, trust, subject.project_id)
 
         first_violation: PolicyViolation | None = None
-        candidates = self.candidate_paths(
-            leaf, untrusted, trust, subject.project_id, now, openssl_chain
+        candidates = self._candidate_paths(
+            leaf, sent, trust, subject.project_id, openssl_chain
         )
         for attempt, candidate in enumerate(candidates):
             try:
                 if candidate.violation is not None:
                     raise candidate.violation
                 check_path(
-                    candidate.path, candidate.anchors, policy, now, trust.revoked
+                    candidate.path,
+                    candidate.anchors,
+                    policy,
+                    now,
+                    trust.revoked,
+                    sent=candidate.sent,
                 )
             except PolicyViolation as exc:
                 first_violation = first_violation or exc
@@ -300,7 +376,7 @@ class ChainVerifier:
 
     def check_sent(
         self,
-        untrusted: Sequence[x509.Certificate],
+        untrusted: Sequence[object],
         trust: ProjectTrust,
         project_id: str,
         report: Report | None = None,
@@ -328,36 +404,54 @@ class ChainVerifier:
         """Yield the path built to all anchors, then to each same-subject variant.
 
         The caller runs :func:`check_path` on each; the first path that
-        passes is the verified one.
+        passes is the verified one. ``now`` is unused: the path does not
+        depend on the time, which check_path judges.
         """
+        sent = [
+            self._sent_certificate(cert.public_bytes(Encoding.DER), cert)
+            for cert in untrusted
+        ]
+        return self._candidate_paths(leaf, sent, trust, project_id, openssl_chain)
+
+    def _candidate_paths(
+        self,
+        leaf: x509.Certificate,
+        sent: list[_SentCertificate],
+        trust: ProjectTrust,
+        project_id: str,
+        openssl_chain: list[crypto.X509] | None,
+    ) -> Iterator[CandidatePath]:
         anchors = self._prepared_for(project_id, trust)
         if not anchors:
             return
-        sent = [(cert, cert.public_bytes(Encoding.DER)) for cert in untrusted]
         if openssl_chain is None:
             openssl_leaf = crypto.X509.from_cryptography(leaf)
             openssl_untrusted = [
-                crypto.load_certificate(crypto.FILETYPE_ASN1, der) for _, der in sent
+                crypto.load_certificate(crypto.FILETYPE_ASN1, entry.der)
+                for entry in sent
             ]
         else:
             openssl_leaf, *openssl_untrusted = openssl_chain
-        candidates = _Candidates(leaf, sent)
+        candidates = _Candidates(leaf, sent, openssl_untrusted)
         for subset in _anchor_subsets(anchors):
             try:
-                chain = self._build_path(subset, openssl_leaf, openssl_untrusted)
-                path = candidates.resolve(chain, subset)
+                store = self._store(subset)
+                chain = self._build_path(store, openssl_leaf, openssl_untrusted)
+                path = candidates.resolve(chain, store)
             except PolicyViolation as exc:
                 yield CandidatePath(path=[], anchors=subset, violation=exc)
                 continue
-            yield CandidatePath(path=path, anchors=subset)
+            yield CandidatePath(
+                path=path, anchors=subset, sent=candidates.by_fingerprint
+            )
 
     def _build_path(
         self,
-        anchors: Sequence[_PreparedAnchor],
+        store: _AnchorStore,
         leaf: crypto.X509,
         untrusted: list[crypto.X509],
     ) -> list[crypto.X509]:
-        context = crypto.X509StoreContext(self._store(anchors), leaf, untrusted)
+        context = crypto.X509StoreContext(store.store, leaf, untrusted)
         try:
             return context.get_verified_chain()
         except crypto.X509StoreContextError as exc:
@@ -420,7 +514,30 @@ class ChainVerifier:
                 self._anchors.popitem(last=False)
         return entry
 
-    def _store(self, anchors: Sequence[_PreparedAnchor]) -> crypto.X509Store:
+    def _sent_certificate(
+        self, der: bytes, cert: x509.Certificate | None = None
+    ) -> _SentCertificate:
+        """Return the cached entry of a CA certificate sent by a device.
+
+        Raises ValueError or InvalidVersion when ``cert`` is None and the
+        DER does not parse.
+        """
+        with self._lock:
+            entry = self._sent.get(der)
+            if entry is not None:
+                self._sent.move_to_end(der)
+                return entry
+
+        if cert is None:
+            cert = x509.load_der_x509_certificate(der)
+        entry = _SentCertificate(cert, der)
+        with self._lock:
+            self._sent[der] = entry
+            while len(self._sent) > MAX_CACHED_SENT:
+                self._sent.popitem(last=False)
+        return entry
+
+    def _store(self, anchors: Sequence[_PreparedAnchor]) -> _AnchorStore:
         key = frozenset(anchor.fingerprint for anchor in anchors)
         with self._lock:
             store = self._stores.get(key)
@@ -430,15 +547,28 @@ class ChainVerifier:
 
         # OpenSSL locks an X509_STORE internally, so concurrent handshakes
         # may share one.
-        store = crypto.X509Store()
+        openssl_store = crypto.X509Store()
         for anchor in anchors:
-            store.add_cert(anchor.openssl)
-        store.set_flags(_STORE_FLAGS)
+            openssl_store.add_cert(anchor.openssl)
+        openssl_store.set_flags(_STORE_FLAGS)
+        store = _AnchorStore(
+            openssl_store, {_address(anchor.openssl): anchor for anchor in anchors}
+        )
         with self._lock:
             self._stores[key] = store
             while len(self._stores) > MAX_CACHED_STORES:
                 self._stores.popitem(last=False)
         return store
+
+
+@dataclass(frozen=True)
+class _AnchorStore:
+    """An OpenSSL store of some anchors, and those anchors by certificate address."""
+
+    store: crypto.X509Store
+    # The store holds a reference to each certificate and the anchors
+    # here hold theirs, so no address is reused while this entry lives.
+    by_address: Mapping[int, _PreparedAnchor]
 
 
 def _apply(
@@ -525,9 +655,7 @@ def _check_not_self_signed(leaf: x509.Certificate) -> None:
         raise PolicyViolation(Reason.UNKNOWN_CA, "device certificate is self-signed")
 
 
-def _check_sent_length(
-    untrusted: Sequence[x509.Certificate], trust: ProjectTrust
-) -> None:
+def _check_sent_length(untrusted: Sequence[object], trust: ProjectTrust) -> None:
     # One more than the depth allows, so a device may include its root.
     if len(untrusted) > trust.policy.max_chain_depth + 1:
         raise PolicyViolation(
@@ -582,40 +710,50 @@ class _Candidates:
     """Maps the certificates of an OpenSSL path back to the caller's objects."""
 
     def __init__(
-        self, leaf: x509.Certificate, sent: list[tuple[x509.Certificate, bytes]]
+        self,
+        leaf: x509.Certificate,
+        sent: list[_SentCertificate],
+        openssl_sent: list[crypto.X509],
     ) -> None:
         self._leaf = leaf
-        self._sent_certificates = sent
-        self._sent_by_der: dict[bytes, tuple[x509.Certificate, str]] | None = None
+        self._sent = sent
+        self._sent_by_address = {
+            _address(cert): entry
+            for cert, entry in zip(openssl_sent, sent, strict=True)
+        }
+        self.by_fingerprint = {entry.fingerprint: entry for entry in sent}
 
     def resolve(
-        self, chain: list[crypto.X509], anchors: Sequence[_PreparedAnchor]
+        self, chain: list[crypto.X509], store: _AnchorStore
     ) -> list[tuple[x509.Certificate, str]]:
         """Return (certificate, fingerprint) pairs; the leaf's is left empty."""
-        # Matched by DER, because pyOpenSSL's X509.digest() is several times
-        # slower than an i2d_X509 and a dictionary lookup.
-        registered = {
-            anchor.der: (anchor.certificate, anchor.fingerprint) for anchor in anchors
-        }
+        # OpenSSL puts the very certificates it was given into the path,
+        # so their addresses find them without encoding or hashing any.
         path = [(self._leaf, "")]
         for element in chain[1:]:
-            der = crypto.dump_certificate(crypto.FILETYPE_ASN1, element)
-            found = registered.get(der) or self._sent().get(der)
+            address = _address(element)
+            found = store.by_address.get(address) or self._sent_by_address.get(address)
             if found is None:
-                raise PolicyViolation(
-                    Reason.CHAIN_INVALID,
-                    "OpenSSL returned a path with a certificate that is neither "
-                    "registered nor sent by the device",
-                )
-            path.append(found)
+                found = self._by_der(element, store)
+            path.append((found.certificate, found.fingerprint))
         return path
 
-    def _sent(self) -> dict[bytes, tuple[x509.Certificate, str]]:
-        if self._sent_by_der is None:
-            self._sent_by_der = {
-                der: (cert, fingerprint(cert)) for cert, der in self._sent_certificates
-            }
-        return self._sent_by_der
+    def _by_der(
+        self, element: crypto.X509, store: _AnchorStore
+    ) -> _PreparedAnchor | _SentCertificate:
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, element)
+        candidates: list[_PreparedAnchor | _SentCertificate] = [
+            *store.by_address.values(),
+            *self._sent,
+        ]
+        for candidate in candidates:
+            if candidate.der == der:
+                return candidate
+        raise PolicyViolation(
+            Reason.CHAIN_INVALID,
+            "OpenSSL returned a path with a certificate that is neither "
+            "registered nor sent by the device",
+        )
 
 
 def check_path(
@@ -625,8 +763,14 @@ def check_path(
     now: dt.datetime,
     revoked: Mapping[str, frozenset[int]],
     report: Report | None = None,
+    *,
+    sent: Mapping[str, _SentCertificate] | None = None,
 ) -> None:
-    """Apply the rules on a built path, in the order verify() does."""
+    """Apply the rules on a built path, in the order verify() does.
+
+    ``sent`` gives the cached entries of the certificates the device
+    sent, whose CA rules are then checked once per certificate.
+    """
     registered = {anchor.fingerprint: anchor for anchor in anchors}
     top = len(path) - 1
     _apply(report, top, "registered anchor", _check_anchor, path, registered)
@@ -636,8 +780,11 @@ def check_path(
         if anchor is not None:
             role = _registered_role(cert, cert_fingerprint)
             _apply(report, depth, "CA rules", _check_anchor_rules, anchor)
+        elif sent is not None and cert_fingerprint in sent:
+            role = _sent_role(cert)
+            _apply(report, depth, "CA rules", sent[cert_fingerprint].check_rules)
         else:
-            role = rules.Role("CA certificate", cert, " sent by the device")
+            role = _sent_role(cert)
             _apply(report, depth, "CA rules", _check_ca_rules, cert, role)
         _apply(
             report,
@@ -691,8 +838,7 @@ def _check_length(top: int, policy: VerificationPolicy) -> None:
 
 
 def _check_anchor_rules(anchor: _PreparedAnchor) -> None:
-    if anchor.violation is not None:
-        raise anchor.violation
+    _raise_copy(anchor.violation)
 
 
 def _check_not_revoked(
