@@ -104,6 +104,22 @@ class TestCookieJar:
         assert not jar.check(("127.0.0.1", 5001), cookie)
         assert not jar.check(("127.0.0.2", 5000), cookie)
 
+    def test_checked_cookie_rejected_for_other_address(self) -> None:
+        jar = records.CookieJar()
+        cookie = jar.issue(("127.0.0.1", 5000))
+        accepted = jar.check(("127.0.0.1", 5000), cookie)
+
+        assert accepted
+        assert not jar.check(("127.0.0.1", 5001), cookie)
+
+    def test_checked_cookie_accepted_again(self) -> None:
+        jar = records.CookieJar()
+        cookie = jar.issue(("127.0.0.1", 5000))
+        jar.check(("127.0.0.1", 5000), cookie)
+
+        assert jar.check(("127.0.0.1", 5000), cookie)
+        assert not jar.check(("127.0.0.1", 5000), bytes(16))
+
     def test_accepts_previous_secret_after_one_rotation(self) -> None:
         jar = records.CookieJar(rotate_seconds=0.0)
         cookie = jar.issue(("::1", 5000))

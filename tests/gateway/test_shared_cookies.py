@@ -47,6 +47,16 @@ def test_cookie_expires_after_two_periods(clock: list[float]) -> None:
     assert not jar.check(PEER, issued)
 
 
+def test_checked_cookie_expires_after_two_periods(clock: list[float]) -> None:
+    jar = SharedCookieJar(SECRET, rotate_seconds=60)
+    issued = jar.issue(PEER)
+    accepted = jar.check(PEER, issued)
+    clock[0] += 120
+
+    assert accepted
+    assert not jar.check(PEER, issued)
+
+
 def test_short_master_secret_is_rejected() -> None:
     with pytest.raises(ValueError, match="at least 32 bytes"):
         SharedCookieJar(b"short")

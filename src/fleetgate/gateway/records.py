@@ -16,7 +16,6 @@ smaller than the request.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import hmac
 import secrets
 import struct
@@ -91,8 +90,14 @@ def parse_client_hello(datagram: bytes) -> ClientHello | None:
     """
     if len(datagram) < RECORD_HEADER_SIZE + HANDSHAKE_HEADER_SIZE:
         return None
+    # Most datagrams are not ClientHellos; two bytes tell, without a copy.
+    if (
+        datagram[0] != CONTENT_HANDSHAKE
+        or datagram[RECORD_HEADER_SIZE] != HANDSHAKE_CLIENT_HELLO
+    ):
+        return None
     content_type, version, epoch = struct.unpack_from("!BHH", datagram, 0)
-    if content_type != CONTENT_HANDSHAKE or epoch != 0:
+    if epoch != 0:
         return None
     if version not in (DTLS_1_0, DTLS_1_2):
         return None
@@ -161,6 +166,10 @@ class CookieJar:
         self._current = secrets.token_bytes(32)
         self._previous = self._current
         self._rotated_at = time.monotonic()
+        # The last cookie that checked, its address and the secret it
+        # matched. The listener checks a ClientHello's cookie, and
+        # OpenSSL's cookie callback then checks the same one again.
+        self._last_valid: tuple[tuple[str, int], bytes, bytes] | None = None
 
     def _rotate_if_due(self) -> None:
         now = time.monotonic()
@@ -177,20 +186,34 @@ class CookieJar:
         self._current = secrets.token_bytes(32)
         self._rotated_at = now
 
-    @staticmethod
-    def _mac(secret: bytes, address: tuple[str, int]) -> bytes:
-        peer = f"{address[0]}|{address[1]}".encode()
-        return hmac.new(secret, peer, hashlib.sha256).digest()[:16]
+    def _accepted_secrets(self) -> tuple[bytes, bytes]:
+        """Return the current secret and the previous one, rotating first."""
+        self._rotate_if_due()
+        return self._current, self._previous
 
     def issue(self, address: tuple[str, int]) -> bytes:
         """Return the cookie for ``address`` under the current secret."""
-        self._rotate_if_due()
-        return self._mac(self._current, address)
+        return cookie_mac(self._accepted_secrets()[0], address)
 
     def check(self, address: tuple[str, int], cookie: bytes) -> bool:
         """Tell whether ``cookie`` was issued to ``address`` recently."""
-        self._rotate_if_due()
-        for secret in (self._current, self._previous):
-            if hmac.compare_digest(cookie, self._mac(secret, address)):
+        accepted = self._accepted_secrets()
+        last = self._last_valid
+        if (
+            last is not None
+            and last[0] == address
+            and last[2] in accepted
+            and hmac.compare_digest(cookie, last[1])
+        ):
+            return True
+        for secret in accepted:
+            if hmac.compare_digest(cookie, cookie_mac(secret, address)):
+                self._last_valid = (address, cookie, secret)
                 return True
         return False
+
+
+def cookie_mac(secret: bytes, address: tuple[str, int]) -> bytes:
+    """Return the cookie of ``address`` under ``secret``: a truncated HMAC-SHA256."""
+    peer = f"{address[0]}|{address[1]}".encode()
+    return hmac.digest(secret, peer, "sha256")[:16]
