@@ -22,6 +22,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.numbers.types import Type
 
+from fleetgate import metrics
 from fleetgate.client import CBOR, JSON, OCTET_STREAM, DeviceClient
 from fleetgate.gateway.resources import CoapRequest, CoapResponse
 
@@ -345,3 +346,53 @@ class TestLightDbState:
         device.request("DELETE", ".d/a/b")
 
         assert json.loads(device.request("GET", ".d/a").payload) == {"c": 2}
+
+
+def request_seconds_count(resource: str, method: str, code_class: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "fleetgate_coap_request_duration_seconds_count",
+        {"resource": resource, "method": method, "code_class": code_class},
+    )
+    return value or 0.0
+
+
+class TestRequestMetrics:
+    def test_each_request_counts_in_its_series(
+        self, gateway: GatewayThread, device: DeviceClient
+    ) -> None:
+        series = [
+            (".d", "GET", "2.xx"),
+            ("unknown", "GET", "4.xx"),
+            (".d", "PUT", "2.xx"),
+        ]
+        # A request is measured right after its response is sent: a call
+        # on the event loop returns once the last one was measured.
+        gateway.call(lambda: None)
+        before = [request_seconds_count(*labels) for labels in series]
+
+        for _ in range(2):
+            assert device.request("GET", ".d").code.dotted == "2.05"
+        assert device.request("GET", "no-such-resource").code.dotted == "4.04"
+        assert device.request("PUT", ".d/x", b"1", content_format=JSON).code.dotted == (
+            "2.04"
+        )
+        gateway.call(lambda: None)
+
+        after = [request_seconds_count(*labels) for labels in series]
+        assert after[0] - before[0] == 2
+        assert after[1] - before[1] == 1
+        assert after[2] - before[2] == 1
+
+    def test_device_path_creates_no_series(
+        self, gateway: GatewayThread, device: DeviceClient
+    ) -> None:
+        assert device.request("GET", "made-up-name").code.dotted == "4.04"
+        gateway.call(lambda: None)
+
+        resources = {
+            sample.labels["resource"]
+            for family in metrics.REGISTRY.collect()
+            if family.name == "fleetgate_coap_request_duration_seconds"
+            for sample in family.samples
+        }
+        assert "made-up-name" not in resources

@@ -34,10 +34,12 @@ from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.numbers.types import Type
+from prometheus_client import Histogram
 
 from fleetgate import metrics
 from fleetgate.errors import DeviceRejected, FleetgateError, StoreUnavailable
 from fleetgate.gateway.blockwise import BlockwiseTransfers
+from fleetgate.gateway.codec import encode_response
 from fleetgate.gateway.dtls import DtlsSession
 from fleetgate.gateway.observe import ObserverRegistry
 from fleetgate.gateway.refusals import RefusalLog
@@ -46,7 +48,6 @@ from fleetgate.gateway.resources import (
     CoapResponse,
     ConnectedDevice,
     Router,
-    response_message,
 )
 
 if TYPE_CHECKING:
@@ -101,6 +102,10 @@ REVALIDATE_SECONDS = 5.0
 # sessions whose recheck is due, so one ends at most about 1.2 intervals
 # after its device or CA was disabled.
 RECHECK_SWEEPS_PER_INTERVAL = 5
+
+# The request duration histogram's series by (resource, request code,
+# response code class), filled by DeviceLink._measure.
+_REQUEST_SECONDS_SERIES: dict[tuple[str, Code, int], Histogram] = {}
 
 
 class DeviceLink:
@@ -362,7 +367,7 @@ class DeviceLink:
         )
 
     def _respond(self, message: Message, response: CoapResponse) -> None:
-        encoded = self._reply(message, response).encode()
+        encoded = self._reply(message, response)
         size = len(encoded)
         if size > MAX_MESSAGE_BYTES:
             # OpenSSL cannot send it, so the device would only time out.
@@ -381,7 +386,7 @@ class DeviceLink:
                 f"maximum of {MAX_MESSAGE_BYTES} in one message, so request "
                 "a smaller resource, such as a sub-path",
             )
-            encoded = self._reply(message, too_large).encode()
+            encoded = self._reply(message, too_large)
         self._transmit(encoded, remember=message)
 
     async def render(self, message: Message) -> CoapResponse:
@@ -402,22 +407,26 @@ class DeviceLink:
             resource = path[0]
         else:
             resource = "unknown"
-        metrics.COAP_REQUEST_SECONDS.labels(
-            resource=resource,
-            method=request.code.name if request.code.is_request() else "-",
-            code_class=f"{int(response.code) >> 5}.xx",
-        ).observe(seconds)
+        key = (resource, request.code, int(response.code) >> 5)
+        series = _REQUEST_SECONDS_SERIES.get(key)
+        if series is None:
+            # labels() costs more than the observation, so each series is
+            # looked up once. The key's values are bounded as the labels
+            # are: routed resources, CoAP codes and code classes.
+            series = _REQUEST_SECONDS_SERIES[key] = metrics.COAP_REQUEST_SECONDS.labels(
+                resource=resource,
+                method=request.code.name if request.code.is_request() else "-",
+                code_class=f"{key[2]}.xx",
+            )
+        series.observe(seconds)
 
-    def _reply(self, message: Message, response: CoapResponse) -> Message:
-        reply = response_message(response)
-        reply.token = message.token
+    def _reply(self, message: Message, response: CoapResponse) -> bytes:
+        """Encode the response to ``message``, piggybacked on the ACK of a CON."""
         if message.mtype is Type.CON:
-            reply.mtype = Type.ACK
-            reply.mid = message.mid
+            mtype, mid = Type.ACK, message.mid
         else:
-            reply.mtype = Type.NON
-            reply.mid = self.endpoint.next_mid()
-        return reply
+            mtype, mid = Type.NON, self.endpoint.next_mid()
+        return encode_response(response, mtype=mtype, mid=mid, token=message.token)
 
     async def _dispatch(
         self, device: ConnectedDevice, message: Message
