@@ -52,11 +52,16 @@ class ClientHello:
 
 def iter_records(datagram: bytes) -> Iterator[bytes]:
     """Yield the whole records of a datagram; a truncated tail is dropped."""
+    size = len(datagram)
     offset = 0
-    while offset + RECORD_HEADER_SIZE <= len(datagram):
-        (length,) = struct.unpack_from("!H", datagram, offset + 11)
-        end = offset + RECORD_HEADER_SIZE + length
-        if end > len(datagram):
+    while offset + RECORD_HEADER_SIZE <= size:
+        # The length field closes the header (RFC 6347 4.1).
+        end = (
+            offset
+            + RECORD_HEADER_SIZE
+            + (datagram[offset + 11] << 8 | datagram[offset + 12])
+        )
+        if end > size:
             return
         yield datagram[offset:end]
         offset = end
