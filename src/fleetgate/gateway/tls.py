@@ -95,6 +95,10 @@ _ALERT_ERRORS: dict[Reason, int] = {
     Reason.REVOKED: _lib.X509_V_ERR_CERT_REVOKED,
 }
 
+# Where OpenSSL keeps a store context's SSL; fixed once the library is
+# initialised, and the callback reads it up to three times per handshake.
+_SSL_EX_DATA_INDEX = _lib.SSL_get_ex_data_X509_STORE_CTX_idx()
+
 # OpenSSL's X509_V_ERR_UNSPECIFIED, which the binding does not name. It
 # makes OpenSSL send an internal_error alert, not a certificate alert.
 X509_V_ERR_UNSPECIFIED = 1
@@ -268,11 +272,8 @@ def pending_identity(session: object) -> object | None:
 
 
 def _verify(store_ctx: Any, authenticate: Authenticator) -> int:
-    ssl_ptr = _lib.X509_STORE_CTX_get_ex_data(
-        store_ctx, _lib.SSL_get_ex_data_X509_STORE_CTX_idx()
-    )
-    connection = SSL.Connection._reverse_mapping[ssl_ptr]
-    session = connection.get_app_data()
+    ssl_ptr = _lib.X509_STORE_CTX_get_ex_data(store_ctx, _SSL_EX_DATA_INDEX)
+    session = SSL.Connection._reverse_mapping[ssl_ptr].get_app_data()
 
     # OpenSSL calls back once per certificate and once per error; the
     # chain is complete at the first call, so decide once and reuse it.
