@@ -186,6 +186,17 @@ class TestMessageLayer:
                 bytes([0x40, 0x01, 0x66, 0x66, 0xB2, 0xFF, 0xFE]),
                 id="path-not-utf8",
             ),
+            pytest.param(
+                bytes([0x49, 0x01, 0x66, 0x66]) + b"123456789", id="token-length-9"
+            ),
+            pytest.param(
+                bytes([0x4F, 0x01, 0x66, 0x66]) + b"x" * 15, id="token-length-15"
+            ),
+            pytest.param(bytes([0x44, 0x01, 0x66, 0x66, 0x01]), id="token-cut-short"),
+            pytest.param(bytes([0x40, 0x01, 0x66, 0x66, 0xD1]), id="delta-cut-short"),
+            pytest.param(
+                bytes([0x40, 0x01, 0x66, 0x66, 0xBF, 0x61]), id="reserved-length"
+            ),
         ],
     )
     def test_malformed_confirmable_gets_reset(
@@ -201,6 +212,15 @@ class TestMessageLayer:
         assert reset.mid == 0x6666
         assert device.request("GET", ".d").code is Code.CONTENT
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+    def test_empty_payload_after_marker_is_served(self, device: DeviceClient) -> None:
+        # aiocoap reads the marker with nothing after it as no payload.
+        send(device, request(Code.GET, (".d",), mid=0x6668).encode() + b"\xff")
+
+        response = receive(device)
+
+        assert response.code is Code.CONTENT
+        assert response.mid == 0x6668
 
     def test_malformed_non_confirmable_is_ignored(self, device: DeviceClient) -> None:
         send(device, bytes([0x50, 0x01, 0x66, 0x67, 0xF0]))

@@ -1,14 +1,15 @@
-"""The gateway's CoAP response encoding, checked against aiocoap's."""
+"""The gateway's CoAP codec, checked against aiocoap's."""
 
 from __future__ import annotations
 
 import pytest
+from aiocoap.error import UnparsableMessage
 from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 from aiocoap.optiontypes import BlockOption
 
-from fleetgate.gateway.codec import encode_response
+from fleetgate.gateway.codec import decode_message, encode_response
 from fleetgate.gateway.resources import CoapResponse, response_message
 
 Block = BlockOption.BlockwiseTuple
@@ -91,3 +92,54 @@ class TestEncodeResponse:
             encode_response(
                 CoapResponse(Code.CONTENT), mtype=Type.ACK, mid=1, token=b"t" * 9
             )
+
+
+class TestDecodeMessage:
+    def test_request_decodes_as_aiocoap_does(self) -> None:
+        message = Message(code=Code.POST, payload=b'{"n":1}')
+        message.mtype = Type.CON
+        message.mid = 0x1234
+        message.token = b"12345678"
+        message.opt.uri_path = (".d", "bench")
+        message.opt.content_format = 50
+        encoded = message.encode()
+
+        decoded = decode_message(encoded)
+
+        expected = Message.decode(encoded)
+        assert decoded.mtype is expected.mtype
+        assert decoded.mid == expected.mid
+        assert decoded.token == expected.token
+        assert decoded.code is expected.code
+        assert decoded.opt.uri_path == expected.opt.uri_path
+        assert decoded.opt.content_format == expected.opt.content_format
+        assert decoded.payload == expected.payload
+
+    @pytest.mark.parametrize("token_length", range(9, 16))
+    def test_reserved_token_length_is_unparsable(self, token_length: int) -> None:
+        datagram = bytes([0x40 | token_length, 0x01, 0, 1]) + b"t" * token_length
+
+        with pytest.raises(UnparsableMessage, match="reserved token length"):
+            decode_message(datagram)
+
+    def test_token_cut_short_is_unparsable(self) -> None:
+        with pytest.raises(UnparsableMessage, match="inside its token"):
+            decode_message(bytes([0x48, 0x01, 0, 1]) + b"1234")
+
+    @pytest.mark.parametrize(
+        "datagram",
+        [
+            pytest.param(b"", id="empty"),
+            pytest.param(bytes([0x40, 0x01, 0]), id="header-cut-short"),
+            pytest.param(bytes([0x40, 0x01, 0, 1, 0xF1, 0]), id="reserved-delta"),
+            pytest.param(bytes([0x40, 0x01, 0, 1, 0xBF]), id="reserved-length"),
+            pytest.param(bytes([0x40, 0x01, 0, 1, 0xB5, 0x61]), id="value-cut-short"),
+            pytest.param(bytes([0x40, 0x01, 0, 1, 0xD1]), id="extension-cut-short"),
+            pytest.param(bytes([0x80, 0x01, 0, 1]), id="version-2"),
+        ],
+    )
+    def test_malformed_is_unparsable_as_in_aiocoap(self, datagram: bytes) -> None:
+        with pytest.raises(UnparsableMessage):
+            Message.decode(datagram)
+        with pytest.raises(UnparsableMessage):
+            decode_message(datagram)

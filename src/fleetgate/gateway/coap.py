@@ -39,7 +39,7 @@ from prometheus_client import Histogram
 from fleetgate import metrics
 from fleetgate.errors import DeviceRejected, FleetgateError, StoreUnavailable
 from fleetgate.gateway.blockwise import BlockwiseTransfers
-from fleetgate.gateway.codec import encode_response
+from fleetgate.gateway.codec import decode_message, encode_response
 from fleetgate.gateway.dtls import DtlsSession
 from fleetgate.gateway.observe import ObserverRegistry
 from fleetgate.gateway.refusals import RefusalLog
@@ -144,7 +144,7 @@ class DeviceLink:
     def receive(self, payload: bytes) -> None:
         """Take one CoAP message from the peer."""
         try:
-            message = Message.decode(payload)
+            message = decode_message(payload)
         except (UnparsableMessage, UnicodeDecodeError):
             # aiocoap raises UnicodeDecodeError for a string option, such
             # as Uri-Path, that is not UTF-8: a format error as well.
