@@ -281,3 +281,101 @@ class TestPreparedRead:
 
     def test_missing_row_is_none(self, database: Database) -> None:
         assert self.QUERY.fetch_one(database, certificate_id="nobody") is None
+
+
+class TestReadConnection:
+    NAME = PreparedRead(
+        select(Device.name).where(Device.certificate_id == bindparam("certificate_id"))
+    )
+    # More than one row, so fetch_one leaves rows unread.
+    NAMES = PreparedRead(
+        select(Device.name)
+        .where(Device.project_id == bindparam("project_id"))
+        .order_by(Device.name)
+    )
+
+    def test_read_sees_commit_of_other_connection(self, database: Database) -> None:
+        projects.create_project(database, "acme")
+        devices.create_device(database, "acme", "d-1", certificate_id="d-1")
+        database.claim_read_connection()
+        assert self.NAME.fetch_one(database, certificate_id="d-1") == ("d-1",)
+
+        with database.session() as session:
+            session.execute(
+                update(Device).where(Device.name == "d-1").values(name="renamed")
+            )
+
+        assert self.NAME.fetch_one(database, certificate_id="d-1") == ("renamed",)
+
+    def test_unread_rows_keep_no_snapshot(self, database: Database) -> None:
+        projects.create_project(database, "acme")
+        project = projects.get_project(database, "acme")
+        for name in ("d-1", "d-2"):
+            devices.create_device(database, "acme", name, certificate_id=name)
+        database.claim_read_connection()
+        assert self.NAMES.fetch_one(database, project_id=project.id) == ("d-1",)
+
+        with database.session() as session:
+            session.execute(
+                update(Device).where(Device.name == "d-1").values(name="d-0")
+            )
+
+        assert self.NAMES.fetch_one(database, project_id=project.id) == ("d-0",)
+
+    def test_other_thread_reads_beside_owner(self, database: Database) -> None:
+        projects.create_project(database, "acme")
+        devices.create_device(database, "acme", "d-1", certificate_id="d-1")
+        database.claim_read_connection()
+        assert self.NAME.fetch_one(database, certificate_id="d-1") == ("d-1",)
+        rows: list[object] = []
+
+        def read() -> None:
+            database.claim_read_connection()
+            rows.extend(self.NAMES.fetch_all(database, project_id="nobody"))
+            rows.append(self.NAME.fetch_one(database, certificate_id="d-1"))
+
+        worker = threading.Thread(target=read)
+        worker.start()
+        worker.join(timeout=30)
+
+        assert rows == [("d-1",)]
+
+    def test_sqlite_owner_keeps_one_connection(self, tmp_path: Path) -> None:
+        db = Database.open(f"sqlite:///{tmp_path / 'fleetgate.db'}")
+        try:
+            db.claim_read_connection()
+            for _ in range(3):
+                self.NAME.fetch_one(db, certificate_id="nobody")
+            checked_out = db.engine.pool.checkedout()  # type: ignore[attr-defined]
+            opened = db.engine.pool.checkedin()  # type: ignore[attr-defined]
+        finally:
+            db.dispose()
+        # The read connection was detached from the pool, which lent
+        # no connection for the reads.
+        assert checked_out == 0
+        assert opened == 1
+
+    def test_failed_read_opens_new_connection(self, tmp_path: Path) -> None:
+        db = Database.open(f"sqlite:///{tmp_path / 'fleetgate.db'}")
+        try:
+            db.claim_read_connection()
+            self.NAME.fetch_one(db, certificate_id="nobody")
+            # A missing table is a bug, not an outage: the driver error
+            # passes through as SQLAlchemy's.
+            with pytest.raises(DBAPIError):
+                db.fetch_rows("SELECT * FROM missing", (), first_only=True)
+            row = self.NAME.fetch_one(db, certificate_id="nobody")
+        finally:
+            db.dispose()
+        assert row is None
+
+    def test_read_of_damaged_file_is_unavailable(self, tmp_path: Path) -> None:
+        path = tmp_path / "fleetgate.db"
+        path.write_bytes(b"not a database" * 100)
+        db = Database.open(f"sqlite:///{path}", apply_migrations=False)
+        try:
+            db.claim_read_connection()
+            with pytest.raises(StoreUnavailable, match="is not a SQLite database"):
+                self.NAME.fetch_one(db, certificate_id="nobody")
+        finally:
+            db.dispose()

@@ -3,8 +3,10 @@
 A read handed to a worker thread costs a thread wake-up and a GIL
 hand-off, which on a small SQLite point read costs more CPU than the
 read itself. SQLite in WAL mode lets readers proceed while a writer
-commits, so :func:`read` runs SQLite reads on the event loop. PostgreSQL
-reads wait for a network round trip, so they run in a worker thread.
+commits, so :func:`read` runs SQLite reads on the event loop, on a
+connection of the event loop's own (:meth:`Database.claim_read_connection`)
+instead of one checked out of the pool per read. PostgreSQL reads wait
+for a network round trip, so they run in a worker thread.
 Writes always run in a worker thread, because a SQLite writer may wait
 for the write lock.
 
@@ -30,5 +32,6 @@ async def read(
 ) -> _T:
     """Run the read-only store call ``function``, inline on SQLite."""
     if db.dialect == "sqlite":
+        db.claim_read_connection()
         return function(*args, **kwargs)
     return await asyncio.to_thread(function, *args, **kwargs)

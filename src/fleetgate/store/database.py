@@ -28,10 +28,11 @@ import dataclasses
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from alembic import command
 from alembic.config import Config
@@ -39,6 +40,7 @@ from sqlalchemy import Engine, Select, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from fleetgate.errors import InvalidInput, StoreUnavailable
 from fleetgate.store.outage import OutageMonitor
@@ -284,6 +286,16 @@ class Database:
             bind=engine.execution_options(**{_READ_ONLY: True}),
             expire_on_commit=False,
         )
+        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        # A SQLite file's own read connection for one thread, the event
+        # loop's, which is the only thread that uses it; see
+        # claim_read_connection. An in-memory database has one connection
+        # per thread, so it keeps using the pool.
+        self._reader_allowed = isinstance(engine.pool, QueuePool) and (
+            engine.dialect.name == "sqlite"
+        )
+        self._reader_thread: int | None = None
+        self._reader: Any = None
 
     @classmethod
     def open(cls, url: str, *, apply_migrations: bool = True) -> Database:
@@ -323,49 +335,105 @@ class Database:
             raise
         self.outage.succeeded()
 
-    @contextlib.contextmanager
-    def dbapi_cursor(self) -> Iterator[Any]:
-        """Lend a DB-API cursor on a pooled connection, for a read on a hot path.
+    def claim_read_connection(self) -> None:
+        """Give the calling thread its own SQLite connection for DB-API reads.
+
+        The event loop calls this before it runs reads inline. A pool
+        checkout costs more than a SQLite point read, so from then on
+        :meth:`fetch_rows` on this thread uses one connection that is
+        never returned. Only the first thread to call this gets one;
+        other threads keep using the pool. PostgreSQL and in-memory
+        SQLite always use the pool.
+        """
+        if self._reader_thread is None and self._reader_allowed:
+            self._reader_thread = threading.get_ident()
+
+    def fetch_rows(self, sql: str, params: Any, *, first_only: bool) -> list[Any]:
+        """Run one read-only DB-API statement and return its rows.
 
         It skips the ORM session and SQLAlchemy's statement execution,
         which cost several times a point read on SQLite. Each statement
-        runs on its own (autocommit) on SQLite, and in a transaction that
-        the pool rolls back on return on PostgreSQL, so only reads belong
-        here. Driver errors are translated as in :meth:`session`.
+        runs on its own (autocommit) on SQLite, so it sees every
+        transaction committed before it started, and in a transaction
+        that the pool rolls back on return on PostgreSQL. Only reads
+        belong here. With ``first_only`` at most the first row is
+        returned. Driver errors are translated as in :meth:`session`.
         """
-        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            if self._reader_thread == threading.get_ident():
+                rows = self._fetch_on_reader(sql, params, first_only)
+            else:
+                rows = self._fetch_on_pool(sql, params, first_only)
+        except (self._dbapi_error, *_TRANSLATED_ERRORS) as exc:
+            self._raise_translated(exc)
+        self.outage.succeeded()
+        return rows
+
+    def _raise_translated(self, exc: Exception) -> NoReturn:
+        # The pool and the cursor raise the driver's own errors, which
+        # are wrapped as SQLAlchemy's execute would wrap them.
+        wrapped: Exception = exc
+        if isinstance(exc, self._dbapi_error):
+            wrapped = _wrap_driver_error(exc, self._dbapi_error)
         try:
             with _translate_unavailable("access the database", self.engine):
-                try:
-                    # The pool raises the driver's own error when it
-                    # cannot connect, unlike a Connection's execute.
-                    connection = self.engine.raw_connection()
-                except dbapi_error as exc:
-                    raise _wrap_driver_error(exc, dbapi_error) from exc
-                try:
-                    cursor = connection.cursor()
-                    try:
-                        yield cursor
-                    finally:
-                        cursor.close()
-                except dbapi_error as exc:
-                    raise _wrap_driver_error(exc, dbapi_error) from exc
-                finally:
-                    connection.close()
-        except StoreUnavailable as exc:
-            self.outage.failed(exc.message)
+                raise wrapped from exc
+        except StoreUnavailable as unavailable:
+            self.outage.failed(unavailable.message)
             raise
-        self.outage.succeeded()
+
+    def _fetch_on_reader(self, sql: str, params: Any, first_only: bool) -> list[Any]:
+        reader = self._reader
+        if reader is None:
+            # Checked out once and detached, so that the pool opens
+            # another connection in its place. The engine's connect hook
+            # has configured it (autocommit, busy timeout).
+            fairy = self.engine.raw_connection()
+            fairy.detach()
+            reader = self._reader = fairy.dbapi_connection
+        try:
+            cursor = reader.execute(sql, params)
+            # Closing the cursor resets the statement even when rows are
+            # left, so no read transaction stays open to hide later
+            # commits or hold back WAL checkpoints.
+            try:
+                return [cursor.fetchone()] if first_only else cursor.fetchall()
+            finally:
+                cursor.close()
+        except self._dbapi_error:
+            # Start over on a fresh connection next time, as the pool
+            # would with a connection that failed.
+            self._close_reader()
+            raise
+
+    def _fetch_on_pool(self, sql: str, params: Any, first_only: bool) -> list[Any]:
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql, params)
+                return [cursor.fetchone()] if first_only else list(cursor.fetchall())
+            finally:
+                cursor.close()
+        finally:
+            connection.close()
+
+    def _close_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(sqlite3.Error):
+                reader.close()
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection and the read connection."""
+        self._close_reader()
         self.engine.dispose()
 
 
 class PreparedRead:
     """A Core SELECT compiled once per dialect into its DB-API SQL text.
 
-    :meth:`fetch_one` runs it through :meth:`Database.dbapi_cursor`,
+    :meth:`fetch_one` runs it through :meth:`Database.fetch_rows`,
     which skips the ORM session and SQLAlchemy's per-call cache key and
     compilation lookup. Values come back as the column types define them
     (aware datetimes, decoded JSON, booleans), as through a session.
@@ -378,9 +446,7 @@ class PreparedRead:
     def fetch_one(self, db: Database, **params: str) -> tuple[Any, ...] | None:
         """Run the statement with ``params`` and return its first row."""
         compiled, bound = self._bind(db, params)
-        with db.dbapi_cursor() as cursor:
-            cursor.execute(compiled.sql, bound)
-            row = cursor.fetchone()
+        (row,) = db.fetch_rows(compiled.sql, bound, first_only=True)
         if row is None:
             return None
         return compiled.convert(row)
@@ -388,9 +454,7 @@ class PreparedRead:
     def fetch_all(self, db: Database, **params: str) -> list[tuple[Any, ...]]:
         """Run the statement with ``params`` and return every row."""
         compiled, bound = self._bind(db, params)
-        with db.dbapi_cursor() as cursor:
-            cursor.execute(compiled.sql, bound)
-            rows = cursor.fetchall()
+        rows = db.fetch_rows(compiled.sql, bound, first_only=False)
         return [compiled.convert(row) for row in rows]
 
     def _bind(self, db: Database, params: dict[str, str]) -> tuple[_CompiledRead, Any]:
