@@ -477,13 +477,31 @@ class _CompiledRead:
     # Parameter names in binding order, or None when the driver binds by name.
     order: tuple[str, ...] | None
     processors: tuple[Callable[[Any], Any] | None, ...]
+    # The columns that have a processor, by index, so that a row of plain
+    # values costs no call per value.
+    _converted: tuple[tuple[int, Callable[[Any], Any]], ...] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        converted = tuple(
+            (index, process)
+            for index, process in enumerate(self.processors)
+            if process is not None
+        )
+        object.__setattr__(self, "_converted", converted)
 
     def convert(self, row: Sequence[Any]) -> tuple[Any, ...]:
         """Convert a DB-API row to the column types' Python values."""
-        return tuple(
-            value if process is None else process(value)
-            for process, value in zip(self.processors, row, strict=True)
-        )
+        if len(row) != len(self.processors):
+            raise ValueError(
+                f"cannot convert a row of {len(row)} values: the statement "
+                f"selects {len(self.processors)} columns"
+            )
+        values = list(row)
+        for index, process in self._converted:
+            values[index] = process(values[index])
+        return tuple(values)
 
 
 def _compile(statement: Select[*tuple[Any, ...]], dialect: Dialect) -> _CompiledRead:
