@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import bindparam, inspect, select, text, update
+from sqlalchemy import bindparam, event, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from fleetgate.errors import InvalidInput, StoreUnavailable
@@ -340,20 +340,27 @@ class TestReadConnection:
 
         assert rows == [("d-1",)]
 
-    def test_sqlite_owner_keeps_one_connection(self, tmp_path: Path) -> None:
+    def test_owner_reads_without_pool_checkout(self, tmp_path: Path) -> None:
         db = Database.open(f"sqlite:///{tmp_path / 'fleetgate.db'}")
+        checkouts: list[object] = []
+        event.listen(db.engine, "checkout", lambda *args: checkouts.append(args))
         try:
             db.claim_read_connection()
+            self.NAME.fetch_one(db, certificate_id="nobody")
+            first = len(checkouts)
             for _ in range(3):
                 self.NAME.fetch_one(db, certificate_id="nobody")
-            checked_out = db.engine.pool.checkedout()  # type: ignore[attr-defined]
-            opened = db.engine.pool.checkedin()  # type: ignore[attr-defined]
+            # A thread that never claimed keeps checking out.
+            worker = threading.Thread(
+                target=self.NAME.fetch_one, args=(db,), kwargs={"certificate_id": "x"}
+            )
+            worker.start()
+            worker.join(timeout=30)
         finally:
             db.dispose()
-        # The read connection was detached from the pool, which lent
-        # no connection for the reads.
-        assert checked_out == 0
-        assert opened == 1
+        # The first read checks out the connection that it keeps.
+        assert first == 1
+        assert len(checkouts) == 2
 
     def test_failed_read_opens_new_connection(self, tmp_path: Path) -> None:
         db = Database.open(f"sqlite:///{tmp_path / 'fleetgate.db'}")

@@ -7,9 +7,9 @@ encoding itself. :func:`encode_response` writes the bytes directly from
 a :class:`CoapResponse`, and its output is byte for byte what aiocoap's
 ``Message.encode`` gives for the same response.
 
-Requests are decoded by aiocoap, which the rest of the gateway reads
-them through. :func:`decode_message` adds the token checks that aiocoap
-0.4.17 skips.
+Requests are still decoded by aiocoap, because the block-wise and
+Observe layers work on its Message objects. :func:`decode_message` adds
+the token checks that aiocoap 0.4.17 skips.
 
 NOTE: a payload marker followed by no payload is a format error (RFC
 7252 3), but aiocoap decodes it as an empty payload, so such a request
