@@ -95,7 +95,8 @@ def parse_client_hello(datagram: bytes) -> ClientHello | None:
     """
     if len(datagram) < RECORD_HEADER_SIZE + HANDSHAKE_HEADER_SIZE:
         return None
-    # Most datagrams are not ClientHellos; two bytes tell, without a copy.
+    # Most datagrams are not ClientHellos, and two bytes rule them out
+    # without copying the record.
     if (
         datagram[0] != CONTENT_HANDSHAKE
         or datagram[RECORD_HEADER_SIZE] != HANDSHAKE_CLIENT_HELLO
@@ -171,9 +172,9 @@ class CookieJar:
         self._current = secrets.token_bytes(32)
         self._previous = self._current
         self._rotated_at = time.monotonic()
-        # The last cookie that checked, its address and the secret it
-        # matched. The listener checks a ClientHello's cookie, and
-        # OpenSSL's cookie callback then checks the same one again.
+        # The last cookie that passed check(), with its address and the
+        # secret it matched. The listener checks a ClientHello's cookie,
+        # and OpenSSL's cookie callback then checks the same one again.
         self._last_valid: tuple[tuple[str, int], bytes, bytes] | None = None
 
     def _rotate_if_due(self) -> None:

@@ -95,8 +95,8 @@ _ALERT_ERRORS: dict[Reason, int] = {
     Reason.REVOKED: _lib.X509_V_ERR_CERT_REVOKED,
 }
 
-# Where OpenSSL keeps a store context's SSL; fixed once the library is
-# initialised, and the callback reads it up to three times per handshake.
+# The ex_data index of a store context's SSL. OpenSSL fixes it once per
+# process, and the callback reads it up to three times per handshake.
 _SSL_EX_DATA_INDEX = _lib.SSL_get_ex_data_X509_STORE_CTX_idx()
 
 # OpenSSL's X509_V_ERR_UNSPECIFIED, which the binding does not name. It

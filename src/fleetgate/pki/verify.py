@@ -24,6 +24,13 @@ another after a bad signature. When two registered CA certificates share
 a subject, the verifier retries with each of them alone, so trust follows
 the key and fingerprint rather than the subject text.
 
+Caches: what a CA certificate's DER alone decides (its parsed form, its
+fingerprint, the CA rules) is kept per certificate, and OpenSSL stores
+per set of anchors. Which anchors a project trusts, their CRLs and every
+validity period are read on each call from the ProjectTrust that the
+source returns, so a CA added, disabled, deleted or revoked there
+applies to the next chain.
+
 Limits: revocation is checked only against CRLs loaded for registered
 CA certificates, so a certificate issued by an intermediate that only
 the device sends is never found revoked. With more than one group of
