@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from fleetgate.client import HandshakeRefused
 from fleetgate.pki import tools
-from fleetgate.store import devices, projects
+from fleetgate.store import certificates, devices, projects
 from fleetgate.store.database import Database
 
 from .conftest import PROJECT, DeviceFiles, FleetPki, GatewayThread, Issuer, connect
@@ -295,6 +295,42 @@ class TestRefusals:
         with connect(gateway, good) as client:
             with pytest.raises(HandshakeRefused):
                 connect(gateway, expired).connect()
+            reply = client.request("GET", ".d")
+
+        assert reply.code.dotted == "2.05"
+
+
+class TestTrustChanges:
+    def test_disabled_ca_refuses_next_handshake(
+        self, gateway: GatewayThread, pki: FleetPki, database: Database
+    ) -> None:
+        intermediate = pki.intermediate()
+        device = pki.device("sensor-1", issuer=intermediate, send=(intermediate,))
+        for _ in range(2):
+            with connect(gateway, device) as client:
+                assert client.request("GET", ".d").code.dotted == "2.05"
+        (root,) = certificates.list_ca_certificates(database, PROJECT)
+
+        certificates.set_ca_certificate_enabled(database, PROJECT, root.id, False)
+        gateway.gateway.trust.invalidate(PROJECT)
+        with pytest.raises(HandshakeRefused) as refused:
+            connect(gateway, device).connect()
+
+        assert refused.value.alert == "unknown_ca"
+
+    def test_enabled_ca_accepts_next_handshake(
+        self, gateway: GatewayThread, pki: FleetPki, database: Database
+    ) -> None:
+        device = pki.device("sensor-1")
+        (root,) = certificates.list_ca_certificates(database, PROJECT)
+        certificates.set_ca_certificate_enabled(database, PROJECT, root.id, False)
+        gateway.gateway.trust.invalidate(PROJECT)
+        with pytest.raises(HandshakeRefused):
+            connect(gateway, device).connect()
+
+        certificates.set_ca_certificate_enabled(database, PROJECT, root.id, True)
+        gateway.gateway.trust.invalidate(PROJECT)
+        with connect(gateway, device) as client:
             reply = client.request("GET", ".d")
 
         assert reply.code.dotted == "2.05"
