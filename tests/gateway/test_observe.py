@@ -10,13 +10,17 @@ import json
 import time
 from collections.abc import Iterator
 
+import cbor2
 import pytest
 from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 
-from fleetgate.client import JSON, DeviceClient
+from fleetgate.client import CBOR, JSON, DeviceClient
+from fleetgate.client.errors import SessionClosed
+from fleetgate.gateway import coap
 from fleetgate.store import devices
+from fleetgate.store import settings as settings_store
 from fleetgate.store import state as state_store
 from fleetgate.store.database import Database
 
@@ -288,3 +292,164 @@ class TestCancellation:
         while registrations(gateway) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert registrations(gateway) == 0
+
+
+def observe_with(
+    device: DeviceClient,
+    path: str,
+    *,
+    mid: int,
+    token: bytes,
+    accept: int,
+    block2: tuple[int, bool, int] | None = None,
+) -> Message:
+    message = Message(code=Code.GET)
+    message.mtype = Type.CON
+    message.mid = mid
+    message.token = token
+    message.opt.uri_path = tuple(path.split("/"))
+    message.opt.observe = 0
+    message.opt.accept = accept
+    if block2 is not None:
+        message.opt.block2 = block2
+    device.channel.send(message.encode())
+    return receive(device)
+
+
+def receive_all(device: DeviceClient, wait: float = 0.5) -> list[Message]:
+    """Return every message that arrives until none came for ``wait`` seconds."""
+    received = []
+    for _ in range(100):
+        record = device.channel.receive(wait)
+        if record is None:
+            break
+        received.append(Message.decode(record))
+    return received
+
+
+class TestFanOut:
+    def test_change_reaches_each_observer_once_per_format(
+        self,
+        device: DeviceClient,
+        gateway: GatewayThread,
+        pki: FleetPki,
+        database: Database,
+    ) -> None:
+        second = connect(gateway, pki.device("sensor-1"))
+        with second:
+            for client in (device, second):
+                observe_with(client, ".d/level", mid=1, token=b"j", accept=JSON)
+                observe_with(client, ".d/level", mid=2, token=b"c", accept=CBOR)
+            state_store.set_state(
+                database, device_id(database), ("level",), {"on": True}
+            )
+            arrived = [
+                (client_index, message)
+                for client_index, client in enumerate((device, second))
+                for message in receive_all(client)
+            ]
+
+        tokens = sorted((index, message.token) for index, message in arrived)
+        assert tokens == [(0, b"c"), (0, b"j"), (1, b"c"), (1, b"j")]
+        for _, message in arrived:
+            if message.token == b"j":
+                assert message.opt.content_format == JSON
+                assert json.loads(message.payload) == {"on": True}
+            else:
+                assert message.opt.content_format == CBOR
+                assert cbor2.loads(message.payload) == {"on": True}
+
+    def test_sequence_numbers_increase_per_observation(
+        self, device: DeviceClient, database: Database
+    ) -> None:
+        observe_with(device, ".d/count", mid=1, token=b"j", accept=JSON)
+        observe_with(device, ".d/count", mid=2, token=b"c", accept=CBOR)
+        identifier = device_id(database)
+        sequences: dict[bytes, list[int]] = {b"j": [], b"c": []}
+        for value in range(3):
+            state_store.set_state(database, identifier, ("count",), value)
+            for _ in range(2):
+                notification = receive(device)
+                sequences[notification.token].append(notification.opt.observe)
+
+        for token, seen in sequences.items():
+            assert len(seen) == 3, token
+            assert seen == sorted(set(seen)), token
+
+    def test_reset_cancels_only_its_observation(
+        self, gateway: GatewayThread, device: DeviceClient, database: Database
+    ) -> None:
+        identifier = device_id(database)
+        observe_with(device, ".d/mode", mid=1, token=b"a", accept=JSON)
+        observe_with(device, ".d/mode", mid=2, token=b"b", accept=JSON)
+        state_store.set_state(database, identifier, ("mode",), "eco")
+        first = {message.token: message for message in receive_all(device)}
+        reply_empty(device, Type.RST, first[b"b"].mid)
+        assert receive_nothing(device, 0.3)
+
+        state_store.set_state(database, identifier, ("mode",), "max")
+        after = receive_all(device)
+
+        assert [message.token for message in after] == [b"a"]
+        assert after[0].payload == b'"max"'
+        assert registrations(gateway) == 1
+
+    def test_disabled_device_gets_none_while_others_do(
+        self,
+        gateway: GatewayThread,
+        pki: FleetPki,
+        database: Database,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(coap, "REVALIDATE_SECONDS", 0.2)
+        monkeypatch.setattr(coap, "RECHECK_SWEEPS_PER_INTERVAL", 0.001)
+        enabled = connect(gateway, pki.device("sensor-1"))
+        disabled = connect(gateway, pki.device("sensor-2"))
+        with enabled, disabled:
+            for client in (enabled, disabled):
+                assert client.request("GET", ".d").successful
+                for index in range(3):
+                    token = bytes([index])
+                    observe_with(client, ".c/", mid=9 + index, token=token, accept=CBOR)
+            (sensor_2,) = devices.list_devices(
+                database, PROJECT, exact_name="sensor-2"
+            ).items
+            devices.set_device_enabled(database, PROJECT, sensor_2.id, False)
+            time.sleep(0.5)
+            settings_store.replace_project_settings(database, PROJECT, {"UNIT": "K"})
+
+            notified = receive_all(enabled)
+            with pytest.raises(SessionClosed):
+                receive_all(disabled, 2.0)
+
+        assert sorted(message.token for message in notified) == [b"\0", b"\1", b"\2"]
+
+    def test_large_value_is_notified_block_wise(
+        self, device: DeviceClient, database: Database
+    ) -> None:
+        identifier = device_id(database)
+        state_store.set_state(database, identifier, ("blob",), "a")
+        observe_with(device, ".d/blob", mid=1, token=b"w", accept=JSON)
+        observe_with(
+            device, ".d/blob", mid=2, token=b"s", accept=JSON, block2=(0, False, 2)
+        )
+        value = "x" * 2500
+        state_store.set_state(database, identifier, ("blob",), value)
+        notified = {message.token: message for message in receive_all(device)}
+        whole = json.dumps(value).encode()
+
+        wide, small = notified[b"w"], notified[b"s"]
+        assert wide.opt.block2 == (0, True, 6)
+        assert wide.opt.size2 == len(whole)
+        assert wide.payload == whole[:1024]
+        assert small.opt.block2 == (0, True, 2)
+        assert small.payload == whole[:64]
+        assert small.opt.etag == wide.opt.etag
+
+        body = bytearray(wide.payload)
+        for number in range(1, 3):
+            reply = device.request(
+                "GET", ".d/blob", accept=JSON, block2=(number, False, 6)
+            )
+            body.extend(reply.payload)
+        assert bytes(body) == whole

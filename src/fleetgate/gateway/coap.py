@@ -316,6 +316,20 @@ class DeviceLink:
             self.endpoint.tracker.closing(self.session, revoked.reason)
         self.session.close(notify=True)
 
+    def standing(self) -> bool | None:
+        """Tell whether the device may still get data, or None if a recheck is due.
+
+        Unlike :meth:`still_allowed` it never waits, so a caller serving
+        many sessions awaits only those whose recheck is due or running.
+        """
+        if self.device is None or self._revoked is not None:
+            return False
+        if self._recheck is not None:
+            return None
+        if asyncio.get_running_loop().time() - self._checked_at >= REVALIDATE_SECONDS:
+            return None
+        return True
+
     async def recheck_observer(self) -> None:
         """Recheck a session that may only observe, ending it when refused."""
         if not await self.still_allowed():
@@ -585,7 +599,13 @@ class CoapEndpoint:
         """
         while self._links:
             await asyncio.sleep(REVALIDATE_SECONDS / RECHECK_SWEEPS_PER_INTERVAL)
-            links = self.observers.observing_links()
+            # Only sessions whose recheck is due, or that were refused, get
+            # a task, so the sweep costs little between rechecks.
+            links = [
+                link
+                for link in self.observers.observing_links()
+                if link.standing() is not True
+            ]
             try:
                 await asyncio.gather(*(link.recheck_observer() for link in links))
             except Exception:
