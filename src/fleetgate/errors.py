@@ -21,6 +21,7 @@ stable ``reason`` string for logs and metrics. The tree::
      +-- ProviderFailed          502, CoAP 5.00   the PKI provider refused or broke
      +-- ProviderUnavailable     503, CoAP 5.03   the PKI provider is busy; retry_after
      +-- StoreUnavailable        503, CoAP 5.03   the database is down; retry_after
+     |    +-- WriteQueueFull      503, CoAP 5.03   device writes are queued to the limit
      +-- StartupFailed                            a server cannot listen
 
 Messages read "cannot <action>: <reason>" and name the offending value.
@@ -42,6 +43,7 @@ class Reason(enum.StrEnum):
     CONFLICT = "conflict"
     STORE_UNAVAILABLE = "store_unavailable"
     STORE_RECOVERED = "store_recovered"
+    WRITE_QUEUE_FULL = "write_queue_full"
     INVALID_BASE64 = "invalid_base64"
     INVALID_REQUEST = "invalid_request"
     PAYLOAD_TOO_LARGE = "payload_too_large"
@@ -281,6 +283,16 @@ class StoreUnavailable(FleetgateError):
     # Sent as Retry-After and Max-Age. A guess at how long a database
     # restart or failover takes, not a measured figure.
     retry_after = 30
+
+
+class WriteQueueFull(StoreUnavailable):
+    """The gateway's queue of device writes is full; retry after ``retry_after``."""
+
+    reason = Reason.WRITE_QUEUE_FULL
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class RateLimited(FleetgateError):

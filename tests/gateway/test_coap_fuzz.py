@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from fleetgate.gateway.coap import CoapEndpoint, DeviceLink
 from fleetgate.gateway.resources import ConnectedDevice, Router
 from fleetgate.gateway.services.state import StateService
+from fleetgate.gateway.writes import DeviceWriter
 from fleetgate.store import devices, projects
 from fleetgate.store.database import Database
 
@@ -123,8 +124,10 @@ async def feed(
     device: ConnectedDevice, db: Database, payloads: list[bytes]
 ) -> FakeSession:
     """Feed ``payloads`` to a fresh link and wait until it has responded to them."""
+    writer = DeviceWriter(db)
+    writer.start()
     router = Router()
-    router.add(".d", StateService(db).handle)
+    router.add(".d", StateService(db, writer).handle)
 
     async def associate(identity: object) -> ConnectedDevice:
         return device
@@ -147,6 +150,7 @@ async def feed(
         assert link.idle
     finally:
         link.close()
+        await writer.stop()
     return session
 
 

@@ -58,6 +58,7 @@ from fleetgate.gateway.services.stream import StreamService
 from fleetgate.gateway.tls import ServerCredentials, build_server_context
 from fleetgate.gateway.tracking import ConnectionTracker, TrackedListener
 from fleetgate.gateway.trust import TrustCache
+from fleetgate.gateway.writes import DeviceWriter
 from fleetgate.pki.verify import ChainVerifier, VerifiedDevice
 from fleetgate.providers.sync import ProviderSyncLoop
 from fleetgate.store import certificates, devices
@@ -114,15 +115,17 @@ class Gateway:
         )
         self.verifier = ChainVerifier(self.trust)
         self.router = Router()
-        self.router.add(".d", StateService(db).handle)
+        # Applies the device writes of this process in batches.
+        self.writer = DeviceWriter(db)
+        self.router.add(".d", StateService(db, self.writer).handle)
         limits = settings.rate_limits
-        self.logs = LogService(db, limits=limits)
+        self.logs = LogService(self.writer, limits=limits)
         self.router.add("logs", self.logs.handle)
-        stream = StreamService(db, logs=self.logs.handle, limits=limits)
+        stream = StreamService(self.writer, logs=self.logs.handle, limits=limits)
         self.router.add(".s", stream.handle)
         self.router.add("v1", CsrService(db, mtu=settings.mtu).handle)
-        self.router.add(".c", SettingsService(db, limits=limits).handle)
-        self.router.add(".u", OtaService(db, limits=limits).handle)
+        self.router.add(".c", SettingsService(db, self.writer, limits=limits).handle)
+        self.router.add(".u", OtaService(db, self.writer, limits=limits).handle)
         # Keeps CA certificates of local and AWS providers in sync.
         self.provider_sync = ProviderSyncLoop(db)
         self.connection_log = ConnectionLog(db, settings.connection_log)
@@ -187,6 +190,7 @@ class Gateway:
         if self.settings.cookie_secret is not None:
             protocol.cookies = SharedCookieJar(self.settings.cookie_secret)
         self.state = GatewayState.RUNNING
+        self.writer.start()
         self.connection_log.start()
         if self.settings.sync_providers:
             self.provider_sync.start()
@@ -222,6 +226,8 @@ class Gateway:
             self._unsubscribe_ota = None
         if self.listener is not None:
             self.listener.close()
+        # After the listener, so that no request queues a write any more.
+        await self.writer.stop()
         # After the listener, so that the session ends are written too.
         await self.connection_log.stop()
         self.state = GatewayState.STOPPED

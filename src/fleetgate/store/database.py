@@ -220,7 +220,7 @@ def migrate(engine: Engine) -> None:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
 
     with (
-        _translate_unavailable("migrate the database", engine),
+        translate_unavailable("migrate the database", engine),
         engine.begin() as connection,
     ):
         if connection.dialect.name == "postgresql":
@@ -236,7 +236,8 @@ def migrate(engine: Engine) -> None:
 
 
 @contextlib.contextmanager
-def _translate_unavailable(action: str, engine: Engine) -> Iterator[None]:
+def translate_unavailable(action: str, engine: Engine) -> Iterator[None]:
+    """Raise StoreUnavailable for a driver error that means "down or busy"."""
     try:
         yield
     except _TRANSLATED_ERRORS as exc:
@@ -255,10 +256,10 @@ def _translate_unavailable(action: str, engine: Engine) -> Iterator[None]:
         raise StoreUnavailable(f"cannot {action}: {detail}") from exc
 
 
-def _wrap_driver_error(
+def wrap_driver_error(
     exc: Exception, dbapi_error: type[Exception]
 ) -> sa_exc.StatementError:
-    """Wrap a driver error as SQLAlchemy would, for :func:`_translate_unavailable`."""
+    """Wrap a driver error as SQLAlchemy would, for :func:`translate_unavailable`."""
     return sa_exc.DBAPIError.instance(None, None, exc, dbapi_error)
 
 
@@ -325,7 +326,7 @@ class Database:
         factory = self._readers if read_only else self._writers
         try:
             with (
-                _translate_unavailable("access the database", self.engine),
+                translate_unavailable("access the database", self.engine),
                 factory() as session,
                 session.begin(),
             ):
@@ -374,9 +375,9 @@ class Database:
         # are wrapped as SQLAlchemy's execute would wrap them.
         wrapped: Exception = exc
         if isinstance(exc, self._dbapi_error):
-            wrapped = _wrap_driver_error(exc, self._dbapi_error)
+            wrapped = wrap_driver_error(exc, self._dbapi_error)
         try:
-            with _translate_unavailable("access the database", self.engine):
+            with translate_unavailable("access the database", self.engine):
                 raise wrapped from exc
         except StoreUnavailable as unavailable:
             self.outage.failed(unavailable.message)

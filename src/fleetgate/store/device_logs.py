@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
+from fleetgate.store.batch import BatchTransaction, batch_transaction, prepared_insert
 from fleetgate.store.database import Database
 from fleetgate.store.models import DeviceLog, utcnow
 from fleetgate.store.timeline import ALL_TIME, TimelinePage, TimeRange, query_page
@@ -60,19 +61,63 @@ def add_log_entry(
     received_at: dt.datetime | None = None,
 ) -> int:
     """Store one entry and return its ID."""
-    row = DeviceLog(
-        project_id=project_id,
-        device_id=device_id,
-        received_at=received_at or utcnow(),
-        level=level[:MAX_LEVEL_LENGTH],
-        module=module[:MAX_MODULE_LENGTH],
-        message=message,
-        metadata_=dict(metadata or {}),
+    with batch_transaction(db) as transaction:
+        return add_log_entry_in(
+            transaction,
+            project_id=project_id,
+            device_id=device_id,
+            level=level,
+            module=module,
+            message=message,
+            metadata=metadata,
+            received_at=received_at,
+        )
+
+
+def add_log_entry_in(
+    transaction: BatchTransaction,
+    *,
+    project_id: str,
+    device_id: str,
+    level: str,
+    module: str,
+    message: str,
+    metadata: dict[str, Any] | None = None,
+    received_at: dt.datetime | None = None,
+) -> int:
+    """Store one entry in a batch and return its ID.
+
+    Raises NotFound when the device does not exist (any more).
+    """
+    transaction.lock_device(device_id, project_id)
+    row = transaction.fetch_one(
+        _INSERT_ENTRY,
+        {
+            "project_id": project_id,
+            "device_id": device_id,
+            "received_at": received_at or utcnow(),
+            "level": level[:MAX_LEVEL_LENGTH],
+            "module": module[:MAX_MODULE_LENGTH],
+            "message": message,
+            "metadata": dict(metadata or {}),
+        },
     )
-    with db.session() as session:
-        session.add(row)
-        session.flush()
-        return row.id
+    assert row is not None
+    return int(row[0])
+
+
+_INSERT_ENTRY = prepared_insert(
+    DeviceLog,
+    (
+        "project_id",
+        "device_id",
+        "received_at",
+        "level",
+        "module",
+        "message",
+        "metadata",
+    ),
+)
 
 
 def list_log_entries(

@@ -18,6 +18,7 @@ import enum
 from sqlalchemy import func, select
 
 from fleetgate.errors import InvalidInput
+from fleetgate.store.batch import BatchTransaction, batch_transaction, prepared_insert
 from fleetgate.store.database import MAX_PAGE, Database
 from fleetgate.store.devices import require_device
 from fleetgate.store.models import OtaComponentReport, utcnow
@@ -109,21 +110,75 @@ def add_report(
     target_version: str | None,
 ) -> ComponentReport:
     """Store one report, stamped with the time of receipt."""
-    row = OtaComponentReport(
-        project_id=project_id,
+    with batch_transaction(db) as transaction:
+        return add_report_in(
+            transaction,
+            project_id=project_id,
+            device_id=device_id,
+            package=package,
+            state=state,
+            reason=reason,
+            current_version=current_version,
+            target_version=target_version,
+        )
+
+
+def add_report_in(
+    transaction: BatchTransaction,
+    *,
+    project_id: str,
+    device_id: str,
+    package: str,
+    state: int,
+    reason: int,
+    current_version: str | None,
+    target_version: str | None,
+) -> ComponentReport:
+    """Store one report in a batch, stamped with the time of receipt.
+
+    Raises NotFound when the device does not exist (any more).
+    """
+    transaction.lock_device(device_id, project_id)
+    received_at = utcnow()
+    row = transaction.fetch_one(
+        _INSERT_REPORT,
+        {
+            "project_id": project_id,
+            "device_id": device_id,
+            "package": package,
+            "state": state,
+            "reason": reason,
+            "current_version": current_version,
+            "target_version": target_version,
+            "received_at": received_at,
+        },
+    )
+    assert row is not None
+    return ComponentReport(
+        id=int(row[0]),
         device_id=device_id,
         package=package,
         state=state,
         reason=reason,
         current_version=current_version,
         target_version=target_version,
-        received_at=utcnow(),
+        received_at=received_at,
     )
-    with db.session() as session:
-        require_device(session, project_id, device_id)
-        session.add(row)
-        session.flush()
-        return ComponentReport.from_row(row)
+
+
+_INSERT_REPORT = prepared_insert(
+    OtaComponentReport,
+    (
+        "project_id",
+        "device_id",
+        "package",
+        "state",
+        "reason",
+        "current_version",
+        "target_version",
+        "received_at",
+    ),
+)
 
 
 def latest_reports(

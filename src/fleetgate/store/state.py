@@ -10,7 +10,10 @@ transaction that first locks the device row (``SELECT ... FOR UPDATE``
 on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so concurrent writers to
 one device are applied one after another and none is lost. Every change
 increments the document's ``revision`` and, once committed, is published
-to :data:`fleetgate.store.changes.state_changes` in this process.
+to :data:`fleetgate.store.changes.state_changes` in this process. The
+gateway's device writes go through :func:`set_state_in` and
+:func:`delete_state_in`, one savepoint each in a batch transaction of
+:mod:`fleetgate.store.batch`, with the same locks and limits.
 
 Limits: a write may nest at most ``MAX_DEPTH`` (32) levels, counting
 each path step and each object or array of the value, so ``{"a": [1]}``
@@ -34,6 +37,12 @@ from sqlalchemy.orm import Session
 
 from fleetgate.errors import InvalidInput, NotFound
 from fleetgate.store import audit
+from fleetgate.store.batch import (
+    BatchTransaction,
+    PreparedStatement,
+    SessionRunner,
+    StatementRunner,
+)
 from fleetgate.store.changes import state_changes
 from fleetgate.store.database import Database, PreparedRead
 from fleetgate.store.models import Device, DeviceState, utcnow
@@ -111,33 +120,28 @@ def set_state(
     the value breaks the limits in the module docstring. With ``actor``
     the change is audited by path, without the value.
     """
-    steps = _validate_path(path)
-    _check_limits(steps, value)
-    _validate_value(value, steps)
-    if not steps and not isinstance(value, dict):
-        raise InvalidInput(
-            f"cannot set the state of device {device_id!r}: the whole "
-            f"document must be a JSON object, not {_describe_json_type(value)}"
-        )
-
+    steps = _validate_write(device_id, path, value)
     with db.session() as session:
-        state = _lock_state(session, device_id, project_id)
-        if not steps:
-            document: dict[str, Any] = _copy_json(value)
-        else:
-            document = _copy_json(state.document)
-            parent = document
-            for key in steps[:-1]:
-                child = parent.get(key)
-                if not isinstance(child, dict):
-                    child = {}
-                    parent[key] = child
-                parent = child
-            parent[steps[-1]] = _copy_json(value)
+        revision = _set(
+            SessionRunner(session.connection()), device_id, project_id, steps, value
+        )
         if actor is not None:
             _audit(session, actor, "state.set", device_id, project_id, steps)
-        revision = _write(session, state, document)
     state_changes.publish(device_id, steps)
+    return revision
+
+
+def set_state_in(
+    transaction: BatchTransaction, device_id: str, path: StatePath, value: Any
+) -> int:
+    """Store ``value`` at ``path`` in a batch and return the new revision.
+
+    The rules and errors of :func:`set_state` apply. The change is
+    published once the batch commits.
+    """
+    steps = _validate_write(device_id, path, value)
+    revision = _set(transaction, device_id, None, steps, value)
+    transaction.after_commit(lambda: state_changes.publish(device_id, steps))
     return revision
 
 
@@ -157,29 +161,101 @@ def delete_state(
     path empties the whole document. With ``actor`` a removal is audited.
     """
     steps = _validate_path(path)
-
     with db.session() as session:
-        state = _lock_state(session, device_id, project_id)
-        document: dict[str, Any] = _copy_json(state.document)
-        if steps:
-            parent: Any = document
-            for key in steps[:-1]:
-                parent = parent.get(key) if isinstance(parent, dict) else None
-            if not isinstance(parent, dict) or steps[-1] not in parent:
-                if missing_ok:
-                    return state.revision
-                raise NotFound(
-                    f"cannot delete state {_render(steps)} of device "
-                    f"{device_id!r}: nothing is stored there"
-                )
-            del parent[steps[-1]]
-        else:
-            document = {}
+        runner = SessionRunner(session.connection())
+        revision, changed = _delete(
+            runner, device_id, project_id, steps, missing_ok=missing_ok
+        )
+        if not changed:
+            return revision
         if actor is not None:
             _audit(session, actor, "state.delete", device_id, project_id, steps)
-        revision = _write(session, state, document)
     state_changes.publish(device_id, steps)
     return revision
+
+
+def delete_state_in(
+    transaction: BatchTransaction,
+    device_id: str,
+    path: StatePath,
+    *,
+    missing_ok: bool = False,
+) -> int:
+    """Remove the value at ``path`` in a batch and return the revision.
+
+    The rules and errors of :func:`delete_state` apply. A removal is
+    published once the batch commits.
+    """
+    steps = _validate_path(path)
+    revision, changed = _delete(
+        transaction, device_id, None, steps, missing_ok=missing_ok
+    )
+    if changed:
+        transaction.after_commit(lambda: state_changes.publish(device_id, steps))
+    return revision
+
+
+def _validate_write(device_id: str, path: StatePath, value: Any) -> StatePath:
+    steps = _validate_path(path)
+    _check_limits(steps, value)
+    _validate_value(value, steps)
+    if not steps and not isinstance(value, dict):
+        raise InvalidInput(
+            f"cannot set the state of device {device_id!r}: the whole "
+            f"document must be a JSON object, not {_describe_json_type(value)}"
+        )
+    return steps
+
+
+def _set(
+    runner: StatementRunner,
+    device_id: str,
+    project_id: str | None,
+    steps: StatePath,
+    value: Any,
+) -> int:
+    state = _lock_state(runner, device_id, project_id)
+    if not steps:
+        document: dict[str, Any] = _copy_json(value)
+    else:
+        document = _copy_json(state.document)
+        parent = document
+        for key in steps[:-1]:
+            child = parent.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                parent[key] = child
+            parent = child
+        parent[steps[-1]] = _copy_json(value)
+    return _write(runner, state, document)
+
+
+def _delete(
+    runner: StatementRunner,
+    device_id: str,
+    project_id: str | None,
+    steps: StatePath,
+    *,
+    missing_ok: bool,
+) -> tuple[int, bool]:
+    """Remove the value at ``steps``; return the revision and whether it changed."""
+    state = _lock_state(runner, device_id, project_id)
+    document: dict[str, Any] = _copy_json(state.document)
+    if steps:
+        parent: Any = document
+        for key in steps[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or steps[-1] not in parent:
+            if missing_ok:
+                return state.revision, False
+            raise NotFound(
+                f"cannot delete state {_render(steps)} of device "
+                f"{device_id!r}: nothing is stored there"
+            )
+        del parent[steps[-1]]
+    else:
+        document = {}
+    return _write(runner, state, document), True
 
 
 @dataclasses.dataclass
@@ -193,32 +269,27 @@ class _LockedState:
 
 
 def _lock_state(
-    session: Session, device_id: str, project_id: str | None
+    runner: StatementRunner, device_id: str, project_id: str | None
 ) -> _LockedState:
     # Lock the device row rather than the state row, because the state
     # row may not exist yet and two first writers would both insert it.
-    # Core statements on the session's connection: a write on .d runs
-    # here, and the ORM's identity map and flush cost more than the SQL.
-    connection = session.connection()
-    if project_id is None:
-        found = connection.execute(_LOCK_DEVICE, {"device_id": device_id})
-    else:
-        found = connection.execute(
-            _LOCK_DEVICE_IN_PROJECT, {"device_id": device_id, "project_id": project_id}
-        )
-    if found.first() is None:
-        raise NotFound(f"cannot find device {device_id!r}{_scope(project_id)}")
-    row = connection.execute(_READ_STATE_ROW, {"device_id": device_id}).first()
+    # Core statements, not the ORM: a write on .d runs here, and the
+    # ORM's identity map and flush cost more than the SQL.
+    runner.lock_device(device_id, project_id)
+    row = runner.fetch_one(_READ_STATE_ROW, {"device_id": device_id})
     if row is None:
         return _LockedState(device_id, {}, 0, exists=False)
-    document = {} if row.document is None else row.document
-    return _LockedState(device_id, document, row.revision or 0, exists=True)
+    document, revision = row
+    document = {} if document is None else document
+    return _LockedState(device_id, document, revision or 0, exists=True)
 
 
-def _write(session: Session, state: _LockedState, document: dict[str, Any]) -> int:
+def _write(
+    runner: StatementRunner, state: _LockedState, document: dict[str, Any]
+) -> int:
     revision = state.revision + 1
     statement = _UPDATE_STATE if state.exists else _INSERT_STATE
-    session.connection().execute(
+    runner.execute(
         statement,
         {
             "state_device_id": state.device_id,
@@ -230,19 +301,12 @@ def _write(session: Session, state: _LockedState, document: dict[str, Any]) -> i
     return revision
 
 
-_LOCK_DEVICE = (
-    select(Device.id).where(Device.id == bindparam("device_id")).with_for_update()
+_READ_STATE_ROW = PreparedStatement(
+    select(DeviceState.document, DeviceState.revision).where(
+        DeviceState.device_id == bindparam("device_id")
+    )
 )
-_LOCK_DEVICE_IN_PROJECT = (
-    select(Device.id)
-    .where(Device.id == bindparam("device_id"))
-    .where(Device.project_id == bindparam("project_id"))
-    .with_for_update()
-)
-_READ_STATE_ROW = select(DeviceState.document, DeviceState.revision).where(
-    DeviceState.device_id == bindparam("device_id")
-)
-_UPDATE_STATE = (
+_UPDATE_STATE = PreparedStatement(
     update(DeviceState)
     .where(DeviceState.device_id == bindparam("state_device_id"))
     .values(
@@ -251,11 +315,13 @@ _UPDATE_STATE = (
         updated_at=bindparam("new_updated_at", type_=DeviceState.updated_at.type),
     )
 )
-_INSERT_STATE = insert(DeviceState).values(
-    device_id=bindparam("state_device_id"),
-    document=bindparam("new_document", type_=DeviceState.document.type),
-    revision=bindparam("new_revision"),
-    updated_at=bindparam("new_updated_at", type_=DeviceState.updated_at.type),
+_INSERT_STATE = PreparedStatement(
+    insert(DeviceState).values(
+        device_id=bindparam("state_device_id"),
+        document=bindparam("new_document", type_=DeviceState.document.type),
+        revision=bindparam("new_revision"),
+        updated_at=bindparam("new_updated_at", type_=DeviceState.updated_at.type),
+    )
 )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fleetgate.errors import InvalidInput
+from fleetgate.store.batch import BatchTransaction, batch_transaction, prepared_insert
 from fleetgate.store.database import Database
 from fleetgate.store.models import StreamRecord, utcnow
 from fleetgate.store.timeline import ALL_TIME, TimelinePage, TimeRange, query_page
@@ -62,23 +63,55 @@ def add_stream_record(
     received_at: dt.datetime | None = None,
 ) -> int:
     """Store one record and return its ID."""
+    with batch_transaction(db) as transaction:
+        return add_stream_record_in(
+            transaction,
+            project_id=project_id,
+            device_id=device_id,
+            path=path,
+            value=value,
+            received_at=received_at,
+        )
+
+
+def add_stream_record_in(
+    transaction: BatchTransaction,
+    *,
+    project_id: str,
+    device_id: str,
+    path: Sequence[str],
+    value: Any,
+    received_at: dt.datetime | None = None,
+) -> int:
+    """Store one record in a batch and return its ID.
+
+    Raises NotFound when the device does not exist (any more).
+    """
     rendered = "/".join(path)
     if len(rendered) > MAX_PATH_LENGTH:
         raise InvalidInput(
             f"cannot store stream record at {rendered[:40]}...: the path has "
             f"{len(rendered)} characters and the maximum is {MAX_PATH_LENGTH}"
         )
-    row = StreamRecord(
-        project_id=project_id,
-        device_id=device_id,
-        received_at=received_at or utcnow(),
-        path=rendered,
-        value=value,
+    transaction.lock_device(device_id, project_id)
+    row = transaction.fetch_one(
+        _INSERT_RECORD,
+        {
+            "project_id": project_id,
+            "device_id": device_id,
+            "received_at": received_at or utcnow(),
+            "path": rendered,
+            "value": value,
+        },
     )
-    with db.session() as session:
-        session.add(row)
-        session.flush()
-        return row.id
+    assert row is not None
+    return int(row[0])
+
+
+_INSERT_RECORD = prepared_insert(
+    StreamRecord,
+    ("project_id", "device_id", "received_at", "path", "value"),
+)
 
 
 def list_stream_records(

@@ -26,7 +26,7 @@ malformed body gets 4.00, which the SDK never sends.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -41,8 +41,8 @@ from fleetgate.gateway.resources import (
     CoapResponse,
     decode_body,
 )
+from fleetgate.gateway.writes import DeviceWriter
 from fleetgate.store import device_logs
-from fleetgate.store.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,11 @@ class LogService:
 
     def __init__(
         self,
-        db: Database,
+        writer: DeviceWriter,
         *,
         limits: DeviceRateLimits = DEFAULT_RATE_LIMITS,
     ) -> None:
-        self._db = db
+        self._writer = writer
         self.limiter = DeviceRateLimiter.per_second(
             "logs", limits.log_rate, limits.log_burst, limits
         )
@@ -90,12 +90,14 @@ class LogService:
         if not self.limiter.allow(device.device_id, project_id=device.project_id):
             return CoapResponse(Code.CHANGED)
 
-        await asyncio.to_thread(
-            device_logs.add_log_entry,
-            self._db,
-            project_id=device.project_id,
-            device_id=device.device_id,
-            **entry,
+        await self._writer.apply(
+            device.device_id,
+            functools.partial(
+                device_logs.add_log_entry_in,
+                project_id=device.project_id,
+                device_id=device.device_id,
+                **entry,
+            ),
         )
         return CoapResponse(Code.CHANGED)
 

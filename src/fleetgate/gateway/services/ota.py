@@ -29,8 +29,8 @@ another project's artifact gets 4.04.
 
 from __future__ import annotations
 
-import asyncio
 import collections
+import functools
 import logging
 import threading
 from typing import Any
@@ -54,6 +54,7 @@ from fleetgate.gateway.resources import (
     decode_body,
     encode_body,
 )
+from fleetgate.gateway.writes import DeviceWriter
 from fleetgate.store import ota_artifacts, ota_releases, ota_reports
 from fleetgate.store.database import Database
 from fleetgate.store.ota_artifacts import ArtifactRecord
@@ -80,9 +81,14 @@ class OtaService:
     """Serves manifests and artifact blocks, and stores component reports."""
 
     def __init__(
-        self, db: Database, *, limits: DeviceRateLimits = DEFAULT_RATE_LIMITS
+        self,
+        db: Database,
+        writer: DeviceWriter,
+        *,
+        limits: DeviceRateLimits = DEFAULT_RATE_LIMITS,
     ) -> None:
         self._db = db
+        self._writer = writer
         self.limiter = DeviceRateLimiter.per_second(
             ".u/c", limits.report_rate, limits.report_burst, limits
         )
@@ -246,13 +252,15 @@ class OtaService:
                 f"{self.limiter.rate:g} reports per second",
                 retry_after=self.limiter.retry_after(device.device_id),
             )
-        stored = await asyncio.to_thread(
-            ota_reports.add_report,
-            self._db,
-            project_id=device.project_id,
-            device_id=device.device_id,
-            package=package,
-            **fields,
+        stored = await self._writer.apply(
+            device.device_id,
+            functools.partial(
+                ota_reports.add_report_in,
+                project_id=device.project_id,
+                device_id=device.device_id,
+                package=package,
+                **fields,
+            ),
         )
         level = logging.DEBUG
         if stored.reason in _FAILURE_REASONS:

@@ -24,6 +24,7 @@ only counted in a WARNING.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from aiocoap.numbers.codes import Code
@@ -37,6 +38,7 @@ from fleetgate.gateway.resources import (
     decode_body,
     encode_body,
 )
+from fleetgate.gateway.writes import DeviceWriter
 from fleetgate.store import device_logs
 from fleetgate.store import settings as settings_store
 from fleetgate.store.database import Database
@@ -53,9 +55,14 @@ class SettingsService:
     """Serves a device's settings and stores its status reports."""
 
     def __init__(
-        self, db: Database, *, limits: DeviceRateLimits = DEFAULT_RATE_LIMITS
+        self,
+        db: Database,
+        writer: DeviceWriter,
+        *,
+        limits: DeviceRateLimits = DEFAULT_RATE_LIMITS,
     ) -> None:
         self._db = db
+        self._writer = writer
         self.limiter = DeviceRateLimiter.per_second(
             ".c/status", limits.status_rate, limits.status_burst, limits
         )
@@ -135,14 +142,16 @@ class SettingsService:
             version,
             len(errors),
         )
-        await asyncio.to_thread(
-            device_logs.add_log_entry,
-            self._db,
-            project_id=device.project_id,
-            device_id=device.device_id,
-            level=level,
-            module="settings",
-            message=message,
-            metadata=report,
+        await self._writer.apply(
+            device.device_id,
+            functools.partial(
+                device_logs.add_log_entry_in,
+                project_id=device.project_id,
+                device_id=device.device_id,
+                level=level,
+                module="settings",
+                message=message,
+                metadata=report,
+            ),
         )
         return CoapResponse(Code.CHANGED)

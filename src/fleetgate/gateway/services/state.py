@@ -13,7 +13,7 @@ would end the observation at the first error notification).
 
 from __future__ import annotations
 
-import asyncio
+import functools
 
 from aiocoap.numbers.codes import Code
 
@@ -25,6 +25,7 @@ from fleetgate.gateway.resources import (
     decode_body,
     encode_body,
 )
+from fleetgate.gateway.writes import DeviceWriter
 from fleetgate.store import state as state_store
 from fleetgate.store.database import Database
 
@@ -35,10 +36,15 @@ MAX_VALUE_BYTES = 16 * 1024
 
 
 class StateService:
-    """Serves one device's LightDB State from the store."""
+    """Serves one device's LightDB State from the store.
 
-    def __init__(self, db: Database) -> None:
+    Reads run through :func:`fleetgate.gateway.reads.read`, and writes
+    through the process's device writer.
+    """
+
+    def __init__(self, db: Database, writer: DeviceWriter) -> None:
         self._db = db
+        self._writer = writer
 
     async def handle(self, request: CoapRequest) -> CoapResponse:
         """Serve a GET, POST, PUT or DELETE on ``.d/<path>``."""
@@ -69,15 +75,27 @@ class StateService:
                     f"the maximum of {MAX_VALUE_BYTES}",
                 )
             value = decode_body(request.payload, request.content_format)
-            await asyncio.to_thread(
-                state_store.set_state, self._db, device_id, path, value
+            await self._writer.apply(
+                device_id,
+                functools.partial(
+                    state_store.set_state_in,
+                    device_id=device_id,
+                    path=path,
+                    value=value,
+                ),
             )
             return CoapResponse(Code.CHANGED)
 
         if request.method is Code.DELETE:
             # RFC 7252 5.8.4: 2.02 also when the resource did not exist.
-            await asyncio.to_thread(
-                state_store.delete_state, self._db, device_id, path, missing_ok=True
+            await self._writer.apply(
+                device_id,
+                functools.partial(
+                    state_store.delete_state_in,
+                    device_id=device_id,
+                    path=path,
+                    missing_ok=True,
+                ),
             )
             return CoapResponse(Code.DELETED)
 

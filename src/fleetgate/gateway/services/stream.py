@@ -16,7 +16,7 @@ is lost.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 
 from aiocoap.numbers.codes import Code
@@ -30,8 +30,8 @@ from fleetgate.gateway.resources import (
     Handler,
     decode_body,
 )
+from fleetgate.gateway.writes import DeviceWriter
 from fleetgate.store import stream as stream_store
-from fleetgate.store.database import Database
 
 PREFIX = ".s"
 LOGS_PATH = (".s", "logs")
@@ -44,12 +44,12 @@ class StreamService:
 
     def __init__(
         self,
-        db: Database,
+        writer: DeviceWriter,
         *,
         logs: Handler,
         limits: DeviceRateLimits = DEFAULT_RATE_LIMITS,
     ) -> None:
-        self._db = db
+        self._writer = writer
         self._logs = logs
         self.limiter = DeviceRateLimiter.per_second(
             "stream", limits.stream_rate, limits.stream_burst, limits
@@ -93,12 +93,14 @@ class StreamService:
                 f"{self.limiter.rate:g} values per second",
                 retry_after=self.limiter.retry_after(device.device_id),
             )
-        await asyncio.to_thread(
-            stream_store.add_stream_record,
-            self._db,
-            project_id=device.project_id,
-            device_id=device.device_id,
-            path=path,
-            value=value,
+        await self._writer.apply(
+            device.device_id,
+            functools.partial(
+                stream_store.add_stream_record_in,
+                project_id=device.project_id,
+                device_id=device.device_id,
+                path=path,
+                value=value,
+            ),
         )
         return CoapResponse(Code.CHANGED)
