@@ -26,10 +26,10 @@ ends, and refuses new ones.
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import enum
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -78,6 +78,10 @@ class _QueuedWrite:
 # The future of a write, and its result or the error it raised.
 _Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
 
+# Queued by stop() after the last write, so the thread ends once it is
+# applied.
+_STOP = object()
+
 
 class DeviceWriter:
     """Applies the device writes of one process from one thread, a batch at a time."""
@@ -95,8 +99,9 @@ class DeviceWriter:
         self.max_queued = max_queued
         self.max_batch = max_batch
         self.state = WriterState.CREATED
-        self._queue: collections.deque[_QueuedWrite] = collections.deque()
-        self._ready = threading.Condition()
+        # A C queue: a put costs less than a Condition's notify, and only
+        # the event loop thread puts, so nothing follows _STOP.
+        self._queue: queue.SimpleQueue[_QueuedWrite | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.refused = 0
@@ -106,7 +111,7 @@ class DeviceWriter:
     @property
     def pending(self) -> int:
         """Writes queued and not yet taken into a batch."""
-        return len(self._queue)
+        return self._queue.qsize()
 
     def start(self) -> None:
         """Start the writer thread, which sends results to the running loop."""
@@ -134,21 +139,15 @@ class DeviceWriter:
                 f"cannot store the write of device {device_id!r}: the gateway "
                 f"is {self.state.value}"
             )
-        future: asyncio.Future[T] = self._loop.create_future()
-        with self._ready:
-            if len(self._queue) >= self.max_queued:
-                full = True
-            else:
-                full = False
-                self._queue.append(_QueuedWrite(device_id, write, future))
-                self._ready.notify()
-        if full:
+        if self._queue.qsize() >= self.max_queued:
             self._count_refusal()
             raise WriteQueueFull(
                 f"cannot store the write of device {device_id!r}: "
                 f"{self.max_queued} device writes are queued, the maximum",
                 retry_after=QUEUE_FULL_RETRY_SECONDS,
             )
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put(_QueuedWrite(device_id, write, future))
         return await future
 
     async def stop(self) -> None:
@@ -156,9 +155,8 @@ class DeviceWriter:
         if self.state is not WriterState.RUNNING:
             self.state = WriterState.STOPPED
             return
-        with self._ready:
-            self.state = WriterState.STOPPING
-            self._ready.notify()
+        self.state = WriterState.STOPPING
+        self._queue.put(_STOP)
         thread = self._thread
         assert thread is not None
         await asyncio.to_thread(thread.join, STOP_TIMEOUT)
@@ -167,7 +165,7 @@ class DeviceWriter:
                 "device writer still busy after %.0f seconds writes_queued=%d; "
                 "their responses wait for the database",
                 STOP_TIMEOUT,
-                len(self._queue),
+                self._queue.qsize(),
             )
         self.state = WriterState.STOPPED
         # Let the results of the last batch reach their coroutines.
@@ -175,15 +173,24 @@ class DeviceWriter:
         self._log_refusals(force=True)
 
     def _write_forever(self) -> None:
-        while True:
-            with self._ready:
-                while not self._queue and self.state is WriterState.RUNNING:
-                    self._ready.wait()
-                if not self._queue:
-                    return
-                size = min(len(self._queue), self.max_batch)
-                batch = [self._queue.popleft() for _ in range(size)]
-            self._deliver(self._apply_batch(batch))
+        stopping = False
+        while not stopping:
+            batch: list[_QueuedWrite] = []
+            item = self._queue.get()
+            while True:
+                if item is _STOP:
+                    stopping = True
+                    break
+                assert isinstance(item, _QueuedWrite)
+                batch.append(item)
+                if len(batch) >= self.max_batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._deliver(self._apply_batch(batch))
 
     def _apply_batch(self, batch: list[_QueuedWrite]) -> list[_Outcome]:
         outcomes: list[_Outcome] = []
