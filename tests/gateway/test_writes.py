@@ -14,6 +14,8 @@ import pytest
 from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
+from sqlalchemy import bindparam, insert
+from sqlalchemy.exc import IntegrityError
 
 from fleetgate.client import JSON
 from fleetgate.errors import InvalidInput, NotFound, StoreUnavailable, WriteQueueFull
@@ -23,14 +25,23 @@ from fleetgate.gateway.services.state import StateService
 from fleetgate.gateway.writes import QUEUE_FULL_RETRY_SECONDS, DeviceWriter
 from fleetgate.store import devices, projects
 from fleetgate.store import state as state_store
-from fleetgate.store.batch import BatchTransaction
+from fleetgate.store.batch import BatchTransaction, PreparedStatement
 from fleetgate.store.changes import state_changes
 from fleetgate.store.database import Database
+from fleetgate.store.models import DeviceState, utcnow
 
 from .conftest import PROJECT, FleetPki, GatewayThread, connect
 
 # Bounds every wait for the writer thread, in seconds.
 WAIT_SECONDS = 10.0
+ORPHAN_STATE = PreparedStatement(
+    insert(DeviceState).values(
+        device_id=bindparam("device_id"),
+        document=bindparam("document", type_=DeviceState.document.type),
+        revision=1,
+        updated_at=bindparam("updated_at", type_=DeviceState.updated_at.type),
+    )
+)
 
 
 @pytest.fixture
@@ -149,6 +160,14 @@ def test_failed_write_fails_alone(database: Database, device_ids: list[str]) -> 
 
         return wrapper
 
+    def broken_sql(transaction: BatchTransaction) -> None:
+        # A foreign key violation: PostgreSQL then refuses every statement
+        # of the transaction until it rolls back to the savepoint.
+        transaction.execute(
+            ORPHAN_STATE,
+            {"device_id": "no-such-device", "document": {}, "updated_at": utcnow()},
+        )
+
     def half_done(transaction: BatchTransaction) -> None:
         # Fails after it wrote, so only its savepoint can undo the write.
         state_store.set_state_in(transaction, first, ("partial",), 1)
@@ -165,6 +184,7 @@ def test_failed_write_fails_alone(database: Database, device_ids: list[str]) -> 
             writes = [
                 (first, set_write(first, ("ok",), 1)),
                 (first, half_done),
+                (first, broken_sql),
                 (second, set_write(second, ("bad",), float("nan"))),
                 (deleted, set_write(deleted, ("gone",), 1)),
                 (second, set_write(second, ("ok",), 2)),
@@ -185,10 +205,11 @@ def test_failed_write_fails_alone(database: Database, device_ids: list[str]) -> 
     assert len(set(transactions)) == 1
     assert results[0] == 1
     assert isinstance(results[1], InvalidInput)
-    assert isinstance(results[2], InvalidInput)
-    assert "the value is not JSON" in results[2].message
-    assert isinstance(results[3], NotFound)
-    assert results[4] == 1
+    assert isinstance(results[2], IntegrityError)
+    assert isinstance(results[3], InvalidInput)
+    assert "the value is not JSON" in results[3].message
+    assert isinstance(results[4], NotFound)
+    assert results[5] == 1
     assert state_store.get_state(database, first) == {"ok": 1}
     assert state_store.get_state(database, second) == {"ok": 2}
 

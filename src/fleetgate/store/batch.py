@@ -69,14 +69,17 @@ class _Compiled:
     sql: str
     # Parameter names in binding order, or None when the driver binds by name.
     order: tuple[str, ...] | None
-    binds: Mapping[str, Callable[[Any], Any] | None]
+    # Values of the parameters that the statement fixes, such as literals.
+    defaults: Mapping[str, Any]
+    # Bind processors by parameter name, only for types that have one.
+    binds: Mapping[str, Callable[[Any], Any]]
     results: tuple[Callable[[Any], Any] | None, ...]
 
     def bind(self, params: Mapping[str, Any]) -> Any:
-        converted = {
-            name: value if (process := self.binds.get(name)) is None else process(value)
-            for name, value in params.items()
-        }
+        converted = {**self.defaults, **params}
+        for name, process in self.binds.items():
+            if name in converted:
+                converted[name] = process(converted[name])
         if self.order is None:
             return converted
         return tuple(converted[name] for name in self.order)
@@ -94,16 +97,20 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
     order = tuple(compiled.positiontup or ()) if compiled.positional else None
     # dialect_impl: the dialect's own type, such as SQLite's DATETIME,
     # which stores text.
-    binds = {
-        name: parameter.type.dialect_impl(dialect).bind_processor(dialect)
-        for name, parameter in compiled.binds.items()
-    }
+    defaults = {}
+    binds = {}
+    for name, parameter in compiled.binds.items():
+        if not parameter.required:
+            defaults[name] = parameter.effective_value
+        process = parameter.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            binds[name] = process
     columns = getattr(statement, "exported_columns", ())
     results = tuple(
         column.type.dialect_impl(dialect).result_processor(dialect, None)
         for column in columns
     )
-    return _Compiled(str(compiled), order, binds, results)
+    return _Compiled(str(compiled), order, defaults, binds, results)
 
 
 def prepared_insert(model: type[Base], columns: Iterable[str]) -> PreparedStatement:
