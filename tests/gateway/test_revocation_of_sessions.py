@@ -71,3 +71,16 @@ def test_enabled_device_keeps_session(device: DeviceClient) -> None:
 
     assert device.request("GET", ".d").code is Code.CONTENT
     assert device.request("GET", ".d").code is Code.CONTENT
+
+
+def test_deleted_device_loses_open_session(
+    device: DeviceClient, database: Database, pki: FleetPki, gateway: GatewayThread
+) -> None:
+    devices.delete_device(database, pki.project, only_device_id(database, pki.project))
+    time.sleep(RECHECK_SECONDS * 2)
+
+    reply = device.request("GET", ".d")
+
+    assert reply.code is Code.FORBIDDEN
+    assert b"deleted" in reply.payload
+    assert gateway.session_count() == 0

@@ -9,6 +9,7 @@ from fleetgate.store.database import MAX_PAGE, Database
 from fleetgate.store.devices import (
     create_device,
     delete_device,
+    device_enabled,
     find_device,
     get_device,
     list_devices,
@@ -293,3 +294,17 @@ def test_find_device_missing_is_not_found(db: Database) -> None:
 
     with pytest.raises(NotFound, match="no device has this ID or name"):
         find_device(db, "acme", "pump-1")
+
+
+def test_device_enabled_follows_the_enabled_flag(db: Database) -> None:
+    device = create_device(db, "acme", "pump-1")
+    assert device_enabled(db, "acme", device.id) is True
+    set_device_enabled(db, "acme", device.id, False)
+    assert device_enabled(db, "acme", device.id) is False
+
+
+def test_device_enabled_is_none_for_a_missing_or_foreign_device(db: Database) -> None:
+    device = create_device(db, "acme", "pump-1")
+    assert device_enabled(db, "other", device.id) is None
+    delete_device(db, "acme", device.id)
+    assert device_enabled(db, "acme", device.id) is None

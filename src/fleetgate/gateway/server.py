@@ -31,7 +31,6 @@ from fleetgate.errors import (
     ChainRejected,
     DeviceRejected,
     InvalidInput,
-    NotFound,
     Reason,
 )
 from fleetgate.gateway import reads
@@ -408,15 +407,14 @@ async def _check_still_enabled(
             fingerprint=identity.fingerprint,
             device_id=device.device_id,
         )
-    try:
-        record = await reads.read(
-            gateway.db,
-            devices.get_device,
-            gateway.db,
-            identity.project_id,
-            device.device_id,
-        )
-    except NotFound as exc:
+    enabled = await reads.read(
+        gateway.db,
+        devices.device_enabled,
+        gateway.db,
+        identity.project_id,
+        device.device_id,
+    )
+    if enabled is None:
         raise DeviceRejected(
             f"cannot serve device {device.device_id!r}: it was deleted",
             reason=Reason.DEVICE_DELETED,
@@ -424,8 +422,8 @@ async def _check_still_enabled(
             certificate_id=identity.certificate_id,
             fingerprint=identity.fingerprint,
             device_id=device.device_id,
-        ) from exc
-    if not record.enabled:
+        )
+    if not enabled:
         raise DeviceRejected(
             f"cannot serve device {device.device_id!r}: it is disabled",
             reason=Reason.DEVICE_DISABLED,

@@ -16,14 +16,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fleetgate.errors import Conflict, InvalidInput, NotFound
 from fleetgate.pki.identity import validate_certificate_id
 from fleetgate.store import audit, quarantines
-from fleetgate.store.database import MAX_PAGE, Database
+from fleetgate.store.database import MAX_PAGE, Database, PreparedRead
 from fleetgate.store.models import Device
 from fleetgate.store.projects import require_project
 
@@ -137,6 +137,24 @@ def get_device(db: Database, project_id: str, device_id: str) -> DeviceRecord:
     """Return one device of a project, or raise NotFound."""
     with db.session(read_only=True) as session:
         return DeviceRecord.from_row(require_device(session, project_id, device_id))
+
+
+def device_enabled(db: Database, project_id: str, device_id: str) -> bool | None:
+    """Return whether a device of a project is enabled, or None when it is missing.
+
+    The gateway rechecks every open session every few seconds with this,
+    so it is one plain DB-API read, not an ORM session loading the row.
+    """
+    row = _ENABLED_QUERY.fetch_one(db, project_id=project_id, device_id=device_id)
+    return None if row is None else bool(row[0])
+
+
+_ENABLED_QUERY = PreparedRead(
+    select(Device.enabled).where(
+        Device.project_id == bindparam("project_id"),
+        Device.id == bindparam("device_id"),
+    )
+)
 
 
 def find_device(db: Database, project_id: str, id_or_name: str) -> DeviceRecord:
