@@ -25,9 +25,9 @@ from fleetgate.gateway.services.state import StateService
 from fleetgate.gateway.writes import QUEUE_FULL_RETRY_SECONDS, DeviceWriter
 from fleetgate.store import devices, projects
 from fleetgate.store import state as state_store
-from fleetgate.store.batch import BatchTransaction, PreparedStatement
+from fleetgate.store.batch import BatchTransaction
 from fleetgate.store.changes import state_changes
-from fleetgate.store.database import Database
+from fleetgate.store.database import Database, PreparedStatement
 from fleetgate.store.models import DeviceState, utcnow
 
 from .conftest import PROJECT, FleetPki, GatewayThread, connect

@@ -21,18 +21,16 @@ them: StoreUnavailable when the database is down or busy.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select
-from sqlalchemy.engine import Dialect
-from sqlalchemy.sql.base import Executable
 
 from fleetgate.errors import NotFound, StoreUnavailable
 from fleetgate.store.database import (
     Database,
+    PreparedStatement,
     translate_unavailable,
     wrap_driver_error,
 )
@@ -41,76 +39,6 @@ from fleetgate.store.models import Base, Device
 logger = logging.getLogger(__name__)
 
 _SAVEPOINT = "fleetgate_write"
-
-
-class PreparedStatement:
-    """A Core statement compiled once per dialect into DB-API SQL.
-
-    Parameters go through the bind processors of their types (JSON,
-    aware datetimes), and returned columns through their result
-    processors, as through a session. Make one per module-level
-    statement, because each keeps its compiled forms.
-    """
-
-    def __init__(self, statement: Executable) -> None:
-        self.statement = statement
-        self._compiled: dict[str, _Compiled] = {}
-
-    def compiled(self, dialect: Dialect) -> _Compiled:
-        """Return the statement's SQL and processors for ``dialect``."""
-        found = self._compiled.get(dialect.name)
-        if found is None:
-            found = self._compiled[dialect.name] = _compile(self.statement, dialect)
-        return found
-
-
-@dataclasses.dataclass(frozen=True)
-class _Compiled:
-    sql: str
-    # Parameter names in binding order, or None when the driver binds by name.
-    order: tuple[str, ...] | None
-    # Values of the parameters that the statement fixes, such as literals.
-    defaults: Mapping[str, Any]
-    # Bind processors by parameter name, only for types that have one.
-    binds: Mapping[str, Callable[[Any], Any]]
-    results: tuple[Callable[[Any], Any] | None, ...]
-
-    def bind(self, params: Mapping[str, Any]) -> Any:
-        converted = {**self.defaults, **params}
-        for name, process in self.binds.items():
-            if name in converted:
-                converted[name] = process(converted[name])
-        if self.order is None:
-            return converted
-        return tuple(converted[name] for name in self.order)
-
-    def convert(self, row: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple(
-            value if process is None else process(value)
-            for process, value in zip(self.results, row, strict=True)
-        )
-
-
-def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
-    compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
-    # SQLite's "qmark" style binds by position, psycopg's "pyformat" by name.
-    order = tuple(compiled.positiontup or ()) if compiled.positional else None
-    # dialect_impl: the dialect's own type, such as SQLite's DATETIME,
-    # which stores text.
-    defaults = {}
-    binds = {}
-    for name, parameter in compiled.binds.items():
-        if not parameter.required:
-            defaults[name] = parameter.effective_value
-        process = parameter.type.dialect_impl(dialect).bind_processor(dialect)
-        if process is not None:
-            binds[name] = process
-    columns = getattr(statement, "exported_columns", ())
-    results = tuple(
-        column.type.dialect_impl(dialect).result_processor(dialect, None)
-        for column in columns
-    )
-    return _Compiled(str(compiled), order, defaults, binds, results)
 
 
 def prepared_insert(model: type[Base], columns: Iterable[str]) -> PreparedStatement:

@@ -30,17 +30,18 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, Select, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
+from sqlalchemy.sql.base import Executable
 
 from fleetgate.errors import InvalidInput, StoreUnavailable
 from fleetgate.store.outage import OutageMonitor
@@ -431,53 +432,61 @@ class Database:
         self.engine.dispose()
 
 
-class PreparedRead:
-    """A Core SELECT compiled once per dialect into its DB-API SQL text.
+class PreparedStatement:
+    """A Core statement compiled once per dialect into its DB-API SQL text.
 
-    :meth:`fetch_one` runs it through :meth:`Database.fetch_rows`,
-    which skips the ORM session and SQLAlchemy's per-call cache key and
-    compilation lookup. Values come back as the column types define them
-    (aware datetimes, decoded JSON, booleans), as through a session.
+    Running the SQL text on a DB-API cursor skips the ORM session and
+    SQLAlchemy's per-call cache key and compilation lookup. Parameters
+    go through the bind processors of their types (JSON, aware
+    datetimes), and returned columns through their result processors,
+    as through a session. Make one per module-level statement, because
+    each keeps its compiled forms.
     """
 
-    def __init__(self, statement: Select[*tuple[Any, ...]]) -> None:
-        self._statement = statement
-        self._compiled: dict[str, _CompiledRead] = {}
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._compiled: dict[str, CompiledStatement] = {}
 
-    def fetch_one(self, db: Database, **params: str) -> tuple[Any, ...] | None:
+    def compiled(self, dialect: Dialect) -> CompiledStatement:
+        """Return the statement's SQL and processors for ``dialect``."""
+        found = self._compiled.get(dialect.name)
+        if found is None:
+            found = self._compiled[dialect.name] = _compile(self.statement, dialect)
+        return found
+
+
+class PreparedRead(PreparedStatement):
+    """A prepared SELECT run through :meth:`Database.fetch_rows`."""
+
+    def fetch_one(self, db: Database, **params: Any) -> tuple[Any, ...] | None:
         """Run the statement with ``params`` and return its first row."""
-        compiled, bound = self._bind(db, params)
-        (row,) = db.fetch_rows(compiled.sql, bound, first_only=True)
+        compiled = self.compiled(db.engine.dialect)
+        (row,) = db.fetch_rows(compiled.sql, compiled.bind(params), first_only=True)
         if row is None:
             return None
         return compiled.convert(row)
 
-    def fetch_all(self, db: Database, **params: str) -> list[tuple[Any, ...]]:
+    def fetch_all(self, db: Database, **params: Any) -> list[tuple[Any, ...]]:
         """Run the statement with ``params`` and return every row."""
-        compiled, bound = self._bind(db, params)
-        rows = db.fetch_rows(compiled.sql, bound, first_only=False)
+        compiled = self.compiled(db.engine.dialect)
+        rows = db.fetch_rows(compiled.sql, compiled.bind(params), first_only=False)
         return [compiled.convert(row) for row in rows]
-
-    def _bind(self, db: Database, params: dict[str, str]) -> tuple[_CompiledRead, Any]:
-        compiled = self._compiled.get(db.dialect)
-        if compiled is None:
-            compiled = self._compiled[db.dialect] = _compile(
-                self._statement, db.engine.dialect
-            )
-        bound: Any = (
-            params
-            if compiled.order is None
-            else tuple(params[name] for name in compiled.order)
-        )
-        return compiled, bound
 
 
 @dataclasses.dataclass(frozen=True)
-class _CompiledRead:
+class CompiledStatement:
+    """A statement's DB-API SQL for one dialect, with its value processors."""
+
     sql: str
     # Parameter names in binding order, or None when the driver binds by name.
     order: tuple[str, ...] | None
-    processors: tuple[Callable[[Any], Any] | None, ...]
+    # Values of the parameters that the statement fixes, such as literals.
+    defaults: Mapping[str, Any]
+    # Bind processors by parameter name, only for types that have one.
+    binds: Mapping[str, Callable[[Any], Any]]
+    # Result processors of the returned columns, None where a value
+    # needs no conversion.
+    results: tuple[Callable[[Any], Any] | None, ...]
     # The columns that have a processor, by index, so that a row of plain
     # values costs no call per value.
     _converted: tuple[tuple[int, Callable[[Any], Any]], ...] = dataclasses.field(
@@ -487,17 +496,27 @@ class _CompiledRead:
     def __post_init__(self) -> None:
         converted = tuple(
             (index, process)
-            for index, process in enumerate(self.processors)
+            for index, process in enumerate(self.results)
             if process is not None
         )
         object.__setattr__(self, "_converted", converted)
 
+    def bind(self, params: Mapping[str, Any]) -> Any:
+        """Return ``params`` as the DB-API driver takes them."""
+        converted = {**self.defaults, **params} if self.defaults else dict(params)
+        for name, process in self.binds.items():
+            if name in converted:
+                converted[name] = process(converted[name])
+        if self.order is None:
+            return converted
+        return tuple(converted[name] for name in self.order)
+
     def convert(self, row: Sequence[Any]) -> tuple[Any, ...]:
         """Convert a DB-API row to the column types' Python values."""
-        if len(row) != len(self.processors):
+        if len(row) != len(self.results):
             raise ValueError(
                 f"cannot convert a row of {len(row)} values: the statement "
-                f"selects {len(self.processors)} columns"
+                f"returns {len(self.results)} columns"
             )
         values = list(row)
         for index, process in self._converted:
@@ -505,14 +524,23 @@ class _CompiledRead:
         return tuple(values)
 
 
-def _compile(statement: Select[*tuple[Any, ...]], dialect: Dialect) -> _CompiledRead:
-    compiled = statement.compile(dialect=dialect)
+def _compile(statement: Executable, dialect: Dialect) -> CompiledStatement:
+    compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
     # SQLite's "qmark" style binds by position, psycopg's "pyformat" by name.
     order = tuple(compiled.positiontup or ()) if compiled.positional else None
     # dialect_impl: the dialect's own type, such as SQLite's DATETIME,
-    # which parses the text SQLite stores.
-    processors = tuple(
+    # which stores and parses text.
+    defaults = {}
+    binds = {}
+    for name, parameter in compiled.binds.items():
+        if not parameter.required:
+            defaults[name] = parameter.effective_value
+        process = parameter.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            binds[name] = process
+    columns = getattr(statement, "exported_columns", ())
+    results = tuple(
         column.type.dialect_impl(dialect).result_processor(dialect, None)
-        for column in statement.selected_columns
+        for column in columns
     )
-    return _CompiledRead(str(compiled), order, processors)
+    return CompiledStatement(str(compiled), order, defaults, binds, results)

@@ -37,14 +37,9 @@ from sqlalchemy.orm import Session
 
 from fleetgate.errors import InvalidInput, NotFound
 from fleetgate.store import audit
-from fleetgate.store.batch import (
-    BatchTransaction,
-    PreparedStatement,
-    SessionRunner,
-    StatementRunner,
-)
+from fleetgate.store.batch import BatchTransaction, SessionRunner, StatementRunner
 from fleetgate.store.changes import state_changes
-from fleetgate.store.database import Database, PreparedRead
+from fleetgate.store.database import Database, PreparedRead, PreparedStatement
 from fleetgate.store.models import Device, DeviceState, utcnow
 
 StatePath = tuple[str, ...]
