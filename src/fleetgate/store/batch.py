@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select
@@ -130,6 +130,17 @@ class BatchTransaction(StatementRunner):
         """Run ``statement`` and drop any rows it returns."""
         compiled = statement.compiled(self._dialect)
         self._run(compiled.sql, compiled.bind(params))
+
+    def execute_many(
+        self, statement: PreparedStatement, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Run ``statement`` once for each of ``rows``, in one driver call."""
+        compiled = statement.compiled(self._dialect)
+        self._guarded(
+            self._cursor.executemany,
+            compiled.sql,
+            [compiled.bind(row) for row in rows],
+        )
 
     def lock_devices(self, device_ids: Iterable[str]) -> None:
         """Lock the rows of the devices that exist, in the order of their IDs."""
