@@ -222,6 +222,29 @@ class TestMessageLayer:
         assert response.code is Code.CONTENT
         assert response.mid == 0x6668
 
+    @pytest.mark.parametrize(
+        "code",
+        [
+            pytest.param(0x21, id="reserved-class-1"),
+            pytest.param(0xC1, id="reserved-class-6"),
+            pytest.param(0xFF, id="reserved-class-7"),
+            pytest.param(int(Code.CONTENT), id="response-code"),
+        ],
+    )
+    def test_confirmable_non_request_gets_reset(
+        self, device: DeviceClient, code: int
+    ) -> None:
+        send(device, bytes([0x41, code, 0x66, 0x69, 0x74, 0xB2]) + b".d")
+        reset = receive(device)
+
+        assert reset.mtype is Type.RST
+        assert reset.mid == 0x6669
+
+    def test_non_confirmable_non_request_is_ignored(self, device: DeviceClient) -> None:
+        send(device, bytes([0x51, 0x21, 0x66, 0x6A, 0x74, 0xB2]) + b".d")
+
+        assert receive_nothing(device)
+
     def test_malformed_non_confirmable_is_ignored(self, device: DeviceClient) -> None:
         send(device, bytes([0x50, 0x01, 0x66, 0x67, 0xF0]))
 

@@ -160,6 +160,15 @@ class DeviceLink:
                 self._send(_empty(Type.RST, message.mid))
             return
         if not message.code.is_request():
+            # RFC 7252 4.2: a confirmable response or a code of a reserved
+            # class cannot be processed, so it is rejected.
+            if message.mtype is Type.CON:
+                log.debug(
+                    "confirmable message with code %s reset peer=%s:%s",
+                    message.code.dotted,
+                    *self.session.address,
+                )
+                self._send(_empty(Type.RST, message.mid))
             return
 
         if self._is_duplicate(message):
