@@ -223,10 +223,11 @@ class Gateway:
         if self._unsubscribe_ota is not None:
             self._unsubscribe_ota()
             self._unsubscribe_ota = None
+        # Before the sessions close, so that each queued write is applied
+        # and its response sent. A write that arrives later gets 5.03.
+        await self.writer.stop()
         if self.listener is not None:
             self.listener.close()
-        # After the listener, so that no request queues a write any more.
-        await self.writer.stop()
         # After the listener, so that the session ends are written too.
         await self.connection_log.stop()
         self.state = GatewayState.STOPPED
