@@ -414,28 +414,30 @@ def test_devices_over_dtls_lose_no_write(
 def test_write_queued_at_stop_gets_response(
     gateway: GatewayThread, pki: FleetPki, database: Database
 ) -> None:
-    client = connect(gateway, pki.device("sensor-0"))
-    client.connect()
-    client.request("POST", ".d/a", b"0", content_format=JSON)
-    device_id = devices.list_devices(database, PROJECT, exact_name="sensor-0").items[0].id
-    writer = gateway.gateway.writer
-    blocker = Blocker()
-    gateway.call(lambda: asyncio.ensure_future(writer.apply(device_id, blocker)))
-    assert blocker.entered.wait(WAIT_SECONDS)
+    with connect(gateway, pki.device("sensor-0")) as client:
+        client.request("POST", ".d/a", b"0", content_format=JSON)
+        record = devices.list_devices(database, PROJECT, exact_name="sensor-0").items[0]
+        writer = gateway.gateway.writer
+        blocker = Blocker()
+        gateway.call(lambda: asyncio.ensure_future(writer.apply(record.id, blocker)))
+        assert blocker.entered.wait(WAIT_SECONDS)
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        posting = pool.submit(
-            client.request, "POST", ".d/b", b"1", content_format=JSON
-        )
-        deadline = time.monotonic() + WAIT_SECONDS
-        while gateway.call(lambda: writer.pending) < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        stopping = asyncio.run_coroutine_threadsafe(gateway.gateway.stop(), gateway.loop)
-        time.sleep(0.05)
-        blocker.release.set()
-        stopping.result(timeout=WAIT_SECONDS)
-        reply = posting.result(timeout=WAIT_SECONDS)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            posting = pool.submit(
+                client.request, "POST", ".d/b", b"1", content_format=JSON
+            )
+            deadline = time.monotonic() + WAIT_SECONDS
+            while gateway.call(lambda: writer.pending) < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            stopping = asyncio.run_coroutine_threadsafe(
+                gateway.gateway.stop(), gateway.loop
+            )
+            # Let the stop begin while the write still waits in the queue.
+            time.sleep(0.05)
+            blocker.release.set()
+            stopping.result(timeout=WAIT_SECONDS)
+            reply = posting.result(timeout=WAIT_SECONDS)
 
     assert reply.code is Code.CHANGED
-    assert state_store.get_state(database, device_id, ("b",)) == 1
+    assert state_store.get_state(database, record.id, ("b",)) == 1
