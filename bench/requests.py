@@ -11,7 +11,9 @@ the device's LightDB State in its store; ``coap-server-openssl -d``
 serves the same path as a resource it created on the first POST. Both
 servers get the same certificates, as in ``handshake.py``. The figures
 are requests per second over all clients, latency per request, and
-server CPU per request from /proc/<pid>/stat.
+server CPU per request from /proc/<pid>/stat. The same clients then
+time ``udp_echo.py``, a bare asyncio UDP echo with no DTLS and no CoAP:
+the floor of any server built on asyncio's datagram transport.
 
 Observe fan-out: M observers of ``.d/fan`` on one device, 16 per
 session (Fleetgate's limit per session), spread over N client
@@ -38,6 +40,8 @@ import os
 import platform
 import selectors
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,6 +73,8 @@ OBSERVERS_PER_SESSION = 16
 FAN_OUT_TIMEOUT = 120.0
 CHANGE_PATH = ("fan",)
 REQUEST_PATH = ".d/bench"
+# About the size of the DTLS record of a confirmable GET on .d/bench.
+ECHO_DATAGRAM_BYTES = 40
 CIPHERS = "ECDHE-ECDSA-AES128-CCM8:ECDHE-ECDSA-AES128-GCM-SHA256:@SECLEVEL=0"
 
 
@@ -162,6 +168,50 @@ def run_requests(job: RequestJob) -> RequestReport:
     return RequestReport(latencies, failures, time.monotonic(), codes)
 
 
+def run_echo(job: RequestJob) -> RequestReport:
+    """Repeat a datagram of a CoAP GET's size to the UDP echo until the job's end."""
+    latencies: list[float] = []
+    failures = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(CLIENT_TIMEOUT)
+        sock.connect(("127.0.0.1", job.port))
+        datagram = bytes(ECHO_DATAGRAM_BYTES)
+        while time.monotonic() < job.start_at:
+            time.sleep(0.001)
+        while (
+            len(latencies) < MAX_REQUESTS_PER_CLIENT and time.monotonic() < job.end_at
+        ):
+            sent = time.monotonic()
+            try:
+                sock.send(datagram)
+                sock.recv(ECHO_DATAGRAM_BYTES * 2)
+            except TimeoutError:
+                failures += 1
+                if failures >= MAX_FAILURES:
+                    break
+                continue
+            latencies.append(time.monotonic() - sent)
+    codes = {"echoed": len(latencies)}
+    return RequestReport(latencies, failures, time.monotonic(), codes)
+
+
+def start_echo(log_path: Path) -> handshake.Server:
+    """Start ``udp_echo.py`` and return it once it has printed its port."""
+    script = Path(__file__).resolve().parent / "udp_echo.py"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=log
+        )
+    assert process.stdout is not None
+    ready = selectors.DefaultSelector()
+    ready.register(process.stdout, selectors.EVENT_READ)
+    if not ready.select(timeout=CLIENT_TIMEOUT * 5):
+        process.kill()
+        raise RuntimeError(f"the UDP echo did not start, see {log_path}")
+    port = int(process.stdout.readline())
+    return handshake.Server("asyncio UDP echo", process, port, str(script))
+
+
 @dataclasses.dataclass(frozen=True)
 class RequestResult:
     """Request figures of one server and one method."""
@@ -193,6 +243,7 @@ def measure_requests(
     seconds: float,
     method: str,
     cpu: Callable[[], float] | None = None,
+    runner: Callable[[RequestJob], RequestReport] = run_requests,
 ) -> RequestResult:
     """Run ``clients`` request loops of ``method`` against ``server``."""
     cpu_seconds = server.cpu_seconds if cpu is None else cpu
@@ -203,7 +254,7 @@ def measure_requests(
         )
         for index in range(clients)
     ]
-    pending = pool.map_async(run_requests, jobs)
+    pending = pool.map_async(runner, jobs)
     time.sleep(max(start_at - time.monotonic(), 0.0))
     cpu_before = cpu_seconds()
     reports: list[RequestReport] = pending.get(timeout=seconds + 60)
@@ -527,6 +578,21 @@ def main() -> None:
                         for method in ("GET", "POST")
                         for server in servers
                     ]
+                    echo = start_echo(folder / "echo.log")
+                    try:
+                        requests.append(
+                            measure_requests(
+                                echo,
+                                pool,
+                                pki,
+                                options.clients,
+                                options.seconds,
+                                "ECHO",
+                                runner=run_echo,
+                            )
+                        )
+                    finally:
+                        echo.stop()
             observed = pki.devices[0]
             prepare_observed(fleetgate, observed, method=Code.POST)
             prepare_observed(libcoap, observed, method=Code.PUT)
@@ -569,6 +635,13 @@ def main() -> None:
                 f"{fleet.rate / c_server.rate:.2f}, server CPU per request "
                 f"{fleet.cpu_us / c_server.cpu_us:.1f}"
             )
+        floor = requests[4]
+        print(
+            "asyncio UDP echo, no DTLS and no CoAP: server CPU per request "
+            f"{floor.cpu_us / requests[1].cpu_us:.1f} times libcoap's GET; "
+            f"Fleetgate's GET costs {requests[0].cpu_us / floor.cpu_us:.1f} "
+            "times the echo"
+        )
     print(
         "\nObserve fan-out: one change; Fleetgate has "
         f"{OBSERVERS_PER_SESSION} observers per session, libcoap one; "
