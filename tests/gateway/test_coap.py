@@ -94,6 +94,14 @@ def receive(device: DeviceClient, timeout: float = 2.0) -> Message:
     return Message.decode(receive_record(device, timeout))
 
 
+def reset_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.getMessage().startswith("device message reset")
+    ]
+
+
 def receive_nothing(device: DeviceClient, wait: float = 0.5) -> bool:
     return device.channel.receive(wait) is None
 
@@ -212,6 +220,29 @@ class TestMessageLayer:
         assert reset.mid == 0x6666
         assert device.request("GET", ".d").code is Code.CONTENT
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+    def test_malformed_reset_is_logged_with_reason(
+        self, device: DeviceClient, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.INFO, logger="fleetgate.gateway.refusals")
+        send(device, bytes([0x40, 0x01, 0x66, 0x66, 0xD1]))
+        receive(device)
+
+        lines = reset_lines(caplog)
+        assert len(lines) == 1
+        assert "reason=malformed_message" in lines[0]
+
+    def test_non_request_reset_is_logged_with_code(
+        self, device: DeviceClient, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.INFO, logger="fleetgate.gateway.refusals")
+        send(device, bytes([0x41, int(Code.CONTENT), 0x66, 0x69, 0x74, 0xB2]) + b".d")
+        receive(device)
+
+        lines = reset_lines(caplog)
+        assert len(lines) == 1
+        assert "reason=not_a_request" in lines[0]
+        assert "code 2.05" in lines[0]
 
     def test_empty_payload_after_marker_is_served(self, device: DeviceClient) -> None:
         # aiocoap reads the marker with nothing after it as no payload.

@@ -145,10 +145,10 @@ class DeviceLink:
         """Take one CoAP message from the peer."""
         try:
             message = decode_message(payload)
-        except (UnparsableMessage, UnicodeDecodeError):
+        except (UnparsableMessage, UnicodeDecodeError) as exc:
             # aiocoap raises UnicodeDecodeError for a string option, such
             # as Uri-Path, that is not UTF-8: a format error as well.
-            self._reset_unparsable(payload)
+            self._reset_unparsable(payload, exc)
             return
 
         if message.mtype in (Type.ACK, Type.RST):
@@ -163,10 +163,9 @@ class DeviceLink:
             # RFC 7252 4.2: a confirmable response or a code of a reserved
             # class cannot be processed, so it is rejected.
             if message.mtype is Type.CON:
-                log.debug(
-                    "confirmable message with code %s reset peer=%s:%s",
-                    message.code.dotted,
-                    *self.session.address,
+                self._log_reset(
+                    "not_a_request",
+                    f"a confirmable message with code {message.code.dotted}",
                 )
                 self._send(_empty(Type.RST, message.mid))
             return
@@ -534,8 +533,14 @@ class DeviceLink:
             self._exchanges[remember.mid] = (received, encoded)
         self.session.send(encoded)
 
-    def _reset_unparsable(self, payload: bytes) -> None:
-        log.debug("unparsable CoAP message peer=%s:%s", *self.session.address)
+    def _log_reset(self, reason: str, detail: str) -> None:
+        peer = f"{self.session.address[0]}:{self.session.address[1]}"
+        self.endpoint.refusals.record_reset(self.device, peer, reason, detail)
+
+    def _reset_unparsable(self, payload: bytes, error: Exception) -> None:
+        # The message is malformed, so its bytes are not logged: only the
+        # parser's complaint, cut short.
+        self._log_reset("malformed_message", str(error)[:200] or type(error).__name__)
         if len(payload) >= 4:
             first, _, mid = struct.unpack_from("!BBH", payload)
             if first >> 6 == 1 and (first >> 4) & 0x3 == Type.CON:

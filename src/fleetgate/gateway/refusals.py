@@ -5,7 +5,9 @@ Every request that gets a 4.xx or 5.xx response is counted in
 the project, device, method, path, code, reason and the diagnostic sent
 to the device. A 4.04 is logged at DEBUG, because devices routinely
 read state or settings that were never written. Other codes are logged
-at INFO.
+at INFO. A message that gets a Reset because it cannot be processed
+(malformed, or a confirmable message that is not a request) is counted
+with code ``reset`` and logged at INFO with its reason.
 
 The log lines are rate-limited per device, because a device that
 repeats a bad request in a loop would otherwise fill the log: beyond
@@ -23,10 +25,12 @@ from aiocoap.numbers.codes import Code
 
 from fleetgate import metrics
 from fleetgate.gateway.ratelimit import DeviceRateLimiter
-from fleetgate.gateway.resources import CoapRequest, CoapResponse
+from fleetgate.gateway.resources import CoapRequest, CoapResponse, ConnectedDevice
 
 log = logging.getLogger(__name__)
 
+# The code label of a message that got a Reset instead of a response.
+RESET = "reset"
 # The reason label of an error response that a resource built itself,
 # rather than from a FleetgateError with a reason code.
 NO_REASON = "none"
@@ -70,4 +74,26 @@ class RefusalLog:
             code.dotted,
             reason,
             response.payload.decode("utf-8", "replace")[:200],
+        )
+
+    def record_reset(
+        self, device: ConnectedDevice | None, peer: str, reason: str, detail: str
+    ) -> None:
+        """Count a message reset as unprocessable, and log it unless over the limit.
+
+        Before the association ``device`` is None and the peer's address
+        keys the rate limit.
+        """
+        metrics.COAP_REQUESTS_REFUSED.labels(code=RESET, reason=reason).inc()
+        key = peer if device is None else device.device_id
+        project_id = "-" if device is None else device.project_id
+        if not self._lines.allow(key, project_id=project_id):
+            return
+        log.info(
+            "device message reset project=%s device=%s peer=%s reason=%s detail=%s",
+            project_id,
+            "-" if device is None else device.device_id,
+            peer,
+            reason,
+            detail,
         )
