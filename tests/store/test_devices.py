@@ -303,7 +303,7 @@ def test_device_enabled_follows_the_enabled_flag(db: Database) -> None:
     assert device_enabled(db, "acme", device.id) is False
 
 
-def test_device_enabled_is_none_for_a_missing_or_foreign_device(db: Database) -> None:
+def test_device_enabled_missing_or_foreign_is_none(db: Database) -> None:
     device = create_device(db, "acme", "pump-1")
     assert device_enabled(db, "other", device.id) is None
     delete_device(db, "acme", device.id)

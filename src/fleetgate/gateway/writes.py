@@ -233,7 +233,7 @@ class DeviceWriter:
         if not self._refused_unlogged or not (due or force):
             return
         log.warning(
-            "device writes refused, the write queue is full reason=%s "
+            "device writes rejected: the write queue is full reason=%s "
             "max_queued=%d refused=%d total=%d",
             WriteQueueFull.reason,
             self.max_queued,

@@ -45,7 +45,7 @@ def prepared_insert(model: type[Base], columns: Iterable[str]) -> PreparedStatem
     """Prepare an INSERT into ``model``'s table that returns the new row's ``id``.
 
     Each column is bound by its own name. Column defaults do not apply,
-    because DB-API runs the SQL as it stands, so pass every value.
+    because DB-API runs the SQL as written, so pass every value.
     """
     table = Base.metadata.tables[model.__tablename__]
     values = {name: bindparam(name, type_=table.c[name].type) for name in columns}
